@@ -1,0 +1,75 @@
+# Meridian: build, run and test targets.
+#
+#   make run  [ARGS="--config meridian.toml"]   start the relay
+#   make test [PYTEST_ARGS="-k whip -x"]        lint, then the test suite
+#   make lint                                   ruff check, ruff format --check, mypy
+#   make bench [ARGS=...]                       benchmarks (python -m bench)
+#   make clean                                  remove the venv and caches
+#
+# The virtual environment lives in .venv. Requirements are reinstalled only when
+# requirements*.txt change (stamp files inside .venv record the last install).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+ifndef PYTHON
+PYTHON := $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
+endif
+VENV := .venv
+BIN := $(VENV)/bin
+RUNTIME_STAMP := $(VENV)/.stamp-requirements
+DEV_STAMP := $(VENV)/.stamp-requirements-dev
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check --progress-bar off
+
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test lint bench clean venv deps dev-deps
+
+venv: $(BIN)/python
+deps: $(RUNTIME_STAMP)
+dev-deps: $(DEV_STAMP)
+
+# Create the venv. Debian's own python3 ships without ensurepip (package python3-venv);
+# as root with apt-get at hand, install it, otherwise say what is missing.
+$(BIN)/python:
+	@if [ -z "$(PYTHON)" ]; then echo "error: no python3.11 or python3 on PATH" >&2; exit 1; fi
+	@if ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    ver=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	    echo "installing python$$ver-venv with apt-get"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && \
+	    apt-get install -y -qq --no-install-recommends "python$$ver-venv" >/dev/null; \
+	  else \
+	    echo "error: $(PYTHON) cannot create a venv; install python3-venv" >&2; exit 1; \
+	  fi; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+
+$(RUNTIME_STAMP): requirements.txt | $(BIN)/python
+	$(PIP_INSTALL) -r requirements.txt
+	@touch $@
+
+$(DEV_STAMP): requirements-dev.txt $(RUNTIME_STAMP)
+	$(PIP_INSTALL) -r requirements-dev.txt
+	@touch $@
+
+run: $(RUNTIME_STAMP)
+	$(BIN)/python run.py $(ARGS)
+
+test: $(DEV_STAMP)
+	$(MAKE) --no-print-directory lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: $(DEV_STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""WHIP and WHEP clients: the demo studio, tests and benchmarks use them."""

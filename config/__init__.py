@@ -1,0 +1,1 @@
+"""Meridian's settings: frozen dataclasses loaded from TOML with environment overrides."""

@@ -1,0 +1,326 @@
+"""Build `Settings` from an optional TOML file plus `MERIDIAN_*` environment overrides.
+
+Every rejected value raises `ConfigError` with a message that starts with the key at
+fault (`server.port`, `studios[2].country`, ...; studios are counted from 0), so a
+typo is fixed from the first line of the log rather than found at the first publish.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple, get_type_hints
+
+from config.settings import (
+    DemoSettings,
+    RelaySettings,
+    ServerSettings,
+    Settings,
+    StudioSettings,
+)
+
+__all__ = ["ConfigError", "load_settings"]
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the file or key at fault."""
+
+
+ENV_PREFIX = "MERIDIAN_"
+_SECTIONS: dict[str, type] = {
+    "server": ServerSettings,
+    "relay": RelaySettings,
+    "demo": DemoSettings,
+}
+_TOP_SCALARS = ("log_level", "log_format")
+_STUDIO_KEYS = ("id", "name", "country", "city", "token", "token_env", "token_file")
+_TOKEN_SOURCES = ("token", "token_env", "token_file")
+_MIN_TOKEN_LEN = 16
+
+_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_ORIGIN = re.compile(r"\*|https?://[^/\s]+")  # what a browser sends: no path, no trailing "/"
+_BEARER = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 6750 b64token, so any token can be sent
+# ISO 3166-1 alpha-2, plus the user-assigned "ZZ" (unknown) that the demo studio uses;
+# listed rather than shape-checked because "UK" for "GB" is the classic mistake.
+_COUNTRY_CODES = (
+    "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN"
+    " BO BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ"
+    " DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL"
+    " GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM"
+    " JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME"
+    " MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP"
+    " NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD"
+    " SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO"
+    " TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW ZZ"
+)
+_COUNTRIES = frozenset(_COUNTRY_CODES.split())
+
+
+class _Rule(NamedTuple):
+    must_be: str  # completes "<key>: must be ..." for both type and range failures
+    ok: Callable[[Any], object]
+    fix: Callable[[Any], Any] = lambda value: value
+
+
+def _positive(value: float) -> bool:
+    return value > 0
+
+
+def _even_positive(value: int) -> bool:
+    return value > 0 and value % 2 == 0  # 4:2:0 video cannot have odd dimensions
+
+
+_RULES: dict[str, _Rule] = {
+    "server.host": _Rule("a non-empty host name or address", bool),
+    "server.port": _Rule("an integer 1..65535", lambda v: 1 <= v <= 65535),
+    "server.max_body_bytes": _Rule("a positive integer", _positive),
+    "server.cors_origins": _Rule(
+        'a list of origins like "https://example.com" or "*"',
+        lambda v: all(_ORIGIN.fullmatch(o) for o in v),
+    ),
+    "relay.offline_retry_after": _Rule("a positive integer", _positive),
+    "relay.connect_timeout": _Rule("a positive number", _positive),
+    "relay.studio_silence_timeout": _Rule("a positive number", _positive),
+    "relay.keyframe_request_interval": _Rule("a number >= 0", lambda v: v >= 0),
+    "relay.viewer_send_buffer_bytes": _Rule("a positive integer", _positive),
+    "demo.studio_id": _Rule(f"an id matching ^{_ID.pattern}$", _ID.fullmatch),
+    "demo.width": _Rule("a positive even integer", _even_positive),
+    "demo.height": _Rule("a positive even integer", _even_positive),
+    "demo.fps": _Rule("a positive integer", _positive),
+    "demo.loop_seconds": _Rule("a positive number", _positive),
+    "log_level": _Rule(
+        "one of DEBUG, INFO, WARNING, ERROR",
+        lambda v: v in ("DEBUG", "INFO", "WARNING", "ERROR"),
+        str.upper,
+    ),
+    "log_format": _Rule("one of text, json", lambda v: v in ("text", "json"), str.lower),
+    "studios.id": _Rule(f"an id matching ^{_ID.pattern}$", _ID.fullmatch),
+    "studios.name": _Rule("a non-empty string", lambda v: bool(v.strip())),
+    "studios.country": _Rule(
+        'an ISO 3166-1 alpha-2 code like "DE"', lambda v: v in _COUNTRIES, str.upper
+    ),
+}
+
+
+# Parsers take a TOML value (strictly typed) or, when `text`, an environment string.
+def _int(value: Any, text: bool) -> int:
+    if text:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise TypeError
+
+
+def _float(value: Any, text: bool) -> float:
+    if not text and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise TypeError
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError
+    return number
+
+
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _bool(value: Any, text: bool) -> bool:
+    if text:
+        value = _BOOLS.get(value.strip().lower())
+    if isinstance(value, bool):
+        return value
+    raise ValueError
+
+
+def _str(value: Any, text: bool) -> str:
+    if isinstance(value, str):
+        return value
+    raise TypeError
+
+
+def _strs(value: Any, text: bool) -> tuple[str, ...]:
+    if text:
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise TypeError
+
+
+_PARSERS: dict[object, tuple[str, Callable[[Any, bool], Any]]] = {
+    int: ("an integer", _int),
+    float: ("a number", _float),
+    bool: ("true or false", _bool),
+    str: ("a string", _str),
+    tuple[str, ...]: ("a list of strings", _strs),
+}
+
+
+def _value(where: str, rule_key: str, kind: object, value: Any, text: bool) -> Any:
+    type_name, parse = _PARSERS[kind]
+    rule = _RULES.get(rule_key)
+    try:
+        parsed = parse(value, text)
+        if rule is None:
+            return parsed
+        parsed = rule.fix(parsed)
+        if rule.ok(parsed):
+            return parsed
+    except (TypeError, ValueError):
+        pass
+    raise ConfigError(f"{where}: must be {rule.must_be if rule else type_name}, got {value!r}")
+
+
+def _fields(
+    section: str,
+    kinds: Mapping[str, object],
+    table: Mapping[str, Any],
+    env: Mapping[str, tuple[str, str]],
+) -> dict[str, Any]:
+    """Checked values of one section, environment winning over the file."""
+    given: list[tuple[str, Any, str | None]] = [
+        (name, value, None) for name, value in table.items()
+    ]
+    given += [(name, text, var) for name, (var, text) in env.items()]
+    out: dict[str, Any] = {}
+    for name, value, var in given:
+        key = f"{section}.{name}" if section else name
+        where = f"{key} (from {var})" if var else key
+        if name not in kinds:
+            raise ConfigError(f"{where}: unknown key; allowed: {', '.join(kinds)}")
+        out[name] = _value(where, key, kinds[name], value, var is not None)
+    return out
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, tuple[str, str]]]:
+    """`{section: {key: (variable, text)}}`, top-level keys under section ""."""
+    found: dict[str, dict[str, tuple[str, str]]] = {}
+    for var, text in environ.items():
+        if not var.startswith(ENV_PREFIX):
+            continue
+        section, sep, name = var[len(ENV_PREFIX) :].lower().partition("__")
+        if not sep:
+            # Only the known top-level names: MERIDIAN_TOKEN_* and the like hold tokens.
+            section, name = "", section
+            if name not in _TOP_SCALARS:
+                continue
+        elif section not in _SECTIONS:
+            raise ConfigError(
+                f"{var}: unknown section {section!r}; allowed: {', '.join(_SECTIONS)}"
+            )
+        found.setdefault(section, {})[name] = (var, text)
+    return found
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def _table(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    table = raw.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{name}: must be a table ([{name}])")
+    return table
+
+
+def _token(at: str, table: Mapping[str, Any], environ: Mapping[str, str], base: Path) -> str:
+    given = [key for key in _TOKEN_SOURCES if key in table]
+    if len(given) != 1:
+        got = ", ".join(given) or "none"
+        raise ConfigError(f"{at}: needs exactly one of {', '.join(_TOKEN_SOURCES)}; got {got}")
+    source = given[0]
+    ref = table[source]
+    where = f"{at}.{source}"
+    if not isinstance(ref, str) or not ref:
+        raise ConfigError(f"{where}: must be a non-empty string, got {ref!r}")
+    if source == "token_env":
+        if ref not in environ:
+            raise ConfigError(f"{where}: environment variable {ref} is not set")
+        token, where = environ[ref].strip(), f"{where} ({ref})"
+    elif source == "token_file":
+        file = base / Path(ref).expanduser()
+        try:
+            token = file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"{where}: cannot read {file}: {reason}") from None
+        where = f"{where} ({file})"
+    else:
+        token = ref
+    # Never echo the token: these messages end up in logs.
+    if len(token) < _MIN_TOKEN_LEN:
+        raise ConfigError(
+            f"{where}: must be at least {_MIN_TOKEN_LEN} characters, got {len(token)}"
+        )
+    if not _BEARER.fullmatch(token):
+        raise ConfigError(f"{where}: may only hold letters, digits and -._~+/ (then = padding)")
+    return token
+
+
+def _studios(raw: Any, environ: Mapping[str, str], base: Path) -> list[StudioSettings]:
+    if not isinstance(raw, list) or not all(isinstance(table, dict) for table in raw):
+        raise ConfigError("studios: must be an array of tables ([[studios]])")
+    studios: list[StudioSettings] = []
+    for index, table in enumerate(raw):
+        at = f"studios[{index}]"
+        for key in table:
+            if key not in _STUDIO_KEYS:
+                raise ConfigError(f"{at}.{key}: unknown key; allowed: {', '.join(_STUDIO_KEYS)}")
+        for key in ("id", "name", "country"):
+            if key not in table:
+                raise ConfigError(f"{at}.{key}: required")
+        text = {
+            key: _value(f"{at}.{key}", f"studios.{key}", str, table[key], False)
+            for key in ("id", "name", "country", "city")
+            if key in table
+        }
+        for earlier, studio in enumerate(studios):
+            if studio.id == text["id"]:
+                raise ConfigError(f"{at}.id: {text['id']!r} is already used by studios[{earlier}]")
+        studios.append(StudioSettings(**text, token=_token(at, table, environ, base)))
+    return studios
+
+
+def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
+    """Settings from `path` (defaults only when None), overridden by `environ`.
+
+    Relative `token_file` paths are resolved against the file's directory.  When the
+    demo is enabled and no studio has its id, a demo studio with a fresh random token
+    is appended: the server publishes the test pattern to itself with that token.
+    """
+    raw = _read_toml(path) if path is not None else {}
+    allowed = (*_SECTIONS, "studios", *_TOP_SCALARS)
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(f"{key}: unknown key; allowed: {', '.join(allowed)}")
+    env = _env_overrides(environ)
+    sections = {
+        name: cls(**_fields(name, get_type_hints(cls), _table(raw, name), env.get(name, {})))
+        for name, cls in _SECTIONS.items()
+    }
+    top_kinds = {key: get_type_hints(Settings)[key] for key in _TOP_SCALARS}
+    top = {key: raw[key] for key in _TOP_SCALARS if key in raw}
+    scalars = _fields("", top_kinds, top, env.get("", {}))
+
+    base = path.parent if path is not None else Path.cwd()
+    studios = _studios(raw.get("studios", []), environ, base)
+    demo: DemoSettings = sections["demo"]
+    if demo.enabled and not any(studio.id == demo.studio_id for studio in studios):
+        studios.append(
+            StudioSettings(
+                id=demo.studio_id,
+                name="Demo studio",
+                country="ZZ",
+                city="Test pattern",
+                token=secrets.token_urlsafe(32),
+            )
+        )
+    return Settings(**sections, **scalars, studios=tuple(studios))

@@ -1,0 +1,1 @@
+"""Every Prometheus metric Meridian exports, defined in one place."""

@@ -1,0 +1,156 @@
+"""Offer/answer around aiortc: bad offers get a precise refusal before aiortc sees them."""
+
+from __future__ import annotations
+
+from aiortc import (
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+    sdp,
+)
+from aiortc.rtcpeerconnection import is_codec_compatible
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+from relay import rtc_internals
+from relay.codecs import RelayCodec
+from relay.errors import InvalidOffer, UnsupportedOffer
+
+MEDIA_KINDS = ("audio", "video")
+
+
+def parse_offer(text: str, max_media: int = 8) -> sdp.SessionDescription:
+    """Parse an SDP offer and check what aiortc would otherwise trip over."""
+    if not text.strip().startswith("v=0"):
+        raise InvalidOffer("the body is not an SDP session description (it must start with v=0)")
+    try:
+        description = sdp.SessionDescription.parse(text)
+    except Exception as exc:  # aiortc's parser raises many kinds on malformed lines
+        raise InvalidOffer(f"the SDP offer cannot be parsed: {exc}") from exc
+    media = description.media
+    if not any(m.kind in MEDIA_KINDS for m in media):
+        raise UnsupportedOffer("the offer has no audio or video m-line")
+    if len(media) > max_media:
+        raise InvalidOffer(f"the offer has {len(media)} m-lines; at most {max_media} are accepted")
+    mids = {m.rtp.muxId for m in media}
+    for group in description.group:
+        missing = [mid for mid in group.items if mid not in mids]
+        if missing:
+            raise InvalidOffer(
+                f"a=group:{group.semantic} names m-line mid {', '.join(map(str, missing))}, "
+                "which the offer does not have"
+            )
+    for m in media:
+        if m.kind not in MEDIA_KINDS:
+            continue
+        if m.dtls is None or not m.dtls.fingerprints:
+            raise InvalidOffer(f"the {m.kind} m-line has no a=fingerprint (DTLS-SRTP is required)")
+        if m.ice is None or not m.ice.usernameFragment or not m.ice.password:
+            raise InvalidOffer(f"the {m.kind} m-line has no a=ice-ufrag/a=ice-pwd")
+    return description
+
+
+def ice_credentials(offer_sdp: str) -> tuple[str, str]:
+    """The offer's ICE ufrag and password (BUNDLE: the first m-line's stand for all)."""
+    description = sdp.SessionDescription.parse(offer_sdp)
+    for m in description.media:
+        if m.ice is not None and m.ice.usernameFragment:
+            return m.ice.usernameFragment, m.ice.password or ""
+    return "", ""
+
+
+def media_sections(description: sdp.SessionDescription) -> list[sdp.MediaDescription]:
+    return [m for m in description.media if m.kind in MEDIA_KINDS]
+
+
+def to_relay_codec(codec: RTCRtpCodecParameters) -> RelayCodec:
+    return RelayCodec(
+        mime_type=codec.mimeType,
+        clock_rate=codec.clockRate,
+        channels=codec.channels,
+        parameters={k: v for k, v in codec.parameters.items()},
+    )
+
+
+def to_codec_parameters(codec: RelayCodec, payload_type: int) -> RTCRtpCodecParameters:
+    return RTCRtpCodecParameters(
+        mimeType=codec.mime_type,
+        clockRate=codec.clock_rate,
+        channels=codec.channels,
+        payloadType=payload_type,
+        parameters=dict(codec.parameters),
+    )
+
+
+def matching_payload_type(media: sdp.MediaDescription, codec: RelayCodec) -> int | None:
+    """The payload type under which an m-line accepts exactly the studio's codec."""
+    wanted = to_codec_parameters(codec, 0)
+    for offered in media.rtp.codecs:
+        if is_codec_compatible(wanted, offered) and offered.payloadType is not None:
+            return offered.payloadType
+    return None
+
+
+def require_viewer_codecs(
+    description: sdp.SessionDescription, codecs: dict[str, RelayCodec]
+) -> dict[str, int]:
+    """Kind -> the viewer's payload type for each kind the studio sends.
+
+    No transcoding: a viewer that cannot take the studio's codec as it is gets a
+    refusal that names that codec.
+    """
+    chosen: dict[str, int] = {}
+    for m in media_sections(description):
+        codec = codecs.get(m.kind)
+        if codec is None or m.kind in chosen or m.direction not in ("recvonly", "sendrecv"):
+            continue
+        payload_type = matching_payload_type(m, codec)
+        if payload_type is None:
+            offered = ", ".join(sorted({c.mimeType for c in m.rtp.codecs})) or "none"
+            raise UnsupportedOffer(
+                f"the studio sends {codec.describe()}, which the offer's {m.kind} m-line "
+                f"does not accept (it offers {offered}); Meridian does not transcode"
+            )
+        chosen[m.kind] = payload_type
+    if not chosen:
+        kinds = " and ".join(sorted(codecs)) or "nothing"
+        raise UnsupportedOffer(f"the offer receives none of what the studio sends ({kinds})")
+    return chosen
+
+
+async def apply_remote_offer(pc: RTCPeerConnection, offer_sdp: str) -> None:
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise InvalidOffer(f"the SDP offer was refused: {exc}") from exc
+
+
+def answer_only_with(transceiver: RTCRtpTransceiver, codec: RelayCodec) -> None:
+    """Let the answer carry nothing but the studio's codec on this m-line (no RTX either)."""
+    wanted = to_codec_parameters(codec, 0)
+    common = rtc_internals.transceiver_codecs(transceiver)
+    chosen = [c for c in common if is_codec_compatible(c, wanted)][:1]
+    if not chosen:
+        raise UnsupportedOffer(f"{codec.describe()} cannot be negotiated")
+    rtc_internals.set_transceiver_codecs(transceiver, chosen)
+
+
+def negotiated_codec(transceiver: RTCRtpTransceiver) -> RTCRtpCodecParameters | None:
+    """The codec the answer put first on this m-line (RTX aside)."""
+    for codec in rtc_internals.transceiver_codecs(transceiver):
+        if codec.name.lower() != "rtx":
+            return codec
+    return None
+
+
+async def add_remote_candidate(pc: RTCPeerConnection, candidate_line: str, mid: str | None) -> None:
+    """Add one trickled candidate (`candidate:...` from an sdpfrag's a=candidate line)."""
+    try:
+        candidate = sdp.candidate_from_sdp(candidate_line.removeprefix("candidate:"))
+    except (ValueError, IndexError) as exc:
+        raise InvalidOffer(f"bad ICE candidate {candidate_line!r}: {exc}") from exc
+    candidate.sdpMid = mid
+    candidate.sdpMLineIndex = None if mid is not None else 0
+    try:
+        await pc.addIceCandidate(candidate)
+    except (ValueError, KeyError) as exc:
+        raise InvalidOffer(f"ICE candidate refused: {exc}") from exc

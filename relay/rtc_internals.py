@@ -1,0 +1,268 @@
+"""Every use of aiortc's and aioice's private internals, in one place.
+
+aiortc negotiates (SDP, ICE, DTLS) and Meridian keeps it for that, but aiortc would
+decode every received track and encode again for every sender. The relay instead
+takes the studio's decrypted RTP where aiortc's receiver would hand it to its jitter
+buffer, and sends each viewer's RTP straight through that viewer's SRTP session and
+ICE pair. Those hooks reach into private attributes, so aiortc and aioice are pinned
+exactly and `check_internals()` fails loudly (at start-up and in the tests) if an
+upgrade moves any of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+import aioice.ice
+import aioice.stun
+import aiortc
+import aiortc.codecs
+from aiortc import RTCRtpCodecParameters, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpparameters import RTCRtcpFeedback
+from aiortc.rtp import RtcpPacket, RtcpSrPacket, RtpPacket
+
+AIORTC_VERSION = "1.16.0"
+AIOICE_VERSION = "0.13.0"
+
+# H.264 profiles the relay accepts beyond aiortc's two baseline ones: Meridian never
+# decodes, so any profile a studio encodes can be forwarded to viewers that take it.
+FORWARDED_H264_PROFILES = ("4d001f", "640c1f")
+
+RtcpHandler = Callable[[Any], Awaitable[None]]
+
+# Media received within this many seconds counts as the peer's consent to receive.
+CONSENT_GRACE_SECONDS = 10.0
+
+
+class InternalsMoved(RuntimeError):
+    """aiortc or aioice no longer has an internal the relay depends on."""
+
+
+def check_internals() -> None:
+    """Raise InternalsMoved unless every private name used below is where it was."""
+    problems: list[str] = []
+    if aiortc.__version__ != AIORTC_VERSION:
+        problems.append(f"aiortc is {aiortc.__version__}, the relay is built on {AIORTC_VERSION}")
+    if aioice.__version__ != AIOICE_VERSION:
+        problems.append(f"aioice is {aioice.__version__}, the relay is built on {AIOICE_VERSION}")
+    expected: list[tuple[object, str]] = [
+        (RTCRtpReceiver, "_handle_rtp_packet"),
+        (RTCRtpReceiver, "_handle_rtcp_packet"),
+        (RTCRtpReceiver, "_send_rtcp_pli"),
+        (RTCRtpSender, "_handle_rtcp_packet"),
+        (RTCRtpSender, "_run_rtcp"),
+        (RTCDtlsTransport, "_send_rtp"),
+        (aioice.ice.Connection, "query_consent"),
+        (aioice.ice.Connection, "build_request"),
+        (aiortc.codecs, "CODECS"),
+    ]
+    problems += [f"{owner!r} has no {name}" for owner, name in expected if not hasattr(owner, name)]
+    instance_attributes: list[tuple[type, tuple[str, ...]]] = [
+        (RTCRtpReceiver, ("_RTCRtpReceiver__jitter_buffer", "_RTCRtpReceiver__codecs")),
+        (RTCRtpSender, ("_ssrc", "_RTCRtpSender__rtcp_started", "_RTCRtpSender__rtcp_exited")),
+        (RTCRtpTransceiver, ("_codecs",)),
+        (RTCDtlsTransport, ("_tx_srtp", "_transport")),
+        (aioice.ice.Connection, ("_nominated", "_query_consent_task", "remote_password")),
+    ]
+    for cls, names in instance_attributes:
+        assigned = vars(cls)["__init__"].__code__.co_names
+        problems += [
+            f"{cls.__name__} no longer sets {name}" for name in names if name not in assigned
+        ]
+    if problems:
+        raise InternalsMoved("; ".join(problems))
+
+
+def register_forwarded_codecs() -> None:
+    """Let aiortc negotiate the H.264 profiles it cannot decode but Meridian forwards."""
+    video = aiortc.codecs.CODECS["video"]
+    known = {str(c.parameters.get("profile-level-id")) for c in video if c.name == "H264"}
+    payload_type = max(c.payloadType or 0 for c in video) + 1
+    for profile in FORWARDED_H264_PROFILES:
+        if profile in known:
+            continue
+        video.append(
+            RTCRtpCodecParameters(
+                mimeType="video/H264",
+                clockRate=90000,
+                payloadType=payload_type,
+                rtcpFeedback=[
+                    RTCRtcpFeedback(type="nack"),
+                    RTCRtcpFeedback(type="nack", parameter="pli"),
+                    RTCRtcpFeedback(type="goog-remb"),
+                ],
+                parameters={
+                    "level-asymmetry-allowed": "1",
+                    "packetization-mode": "1",
+                    "profile-level-id": profile,
+                },
+            )
+        )
+        video.append(
+            RTCRtpCodecParameters(
+                mimeType="video/rtx",
+                clockRate=90000,
+                payloadType=payload_type + 1,
+                parameters={"apt": payload_type},
+            )
+        )
+        payload_type += 2
+
+
+def transceiver_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
+    """The codecs negotiated on an m-line, in the order the answer lists them."""
+    codecs: list[RTCRtpCodecParameters] = transceiver._codecs
+    return codecs
+
+
+def set_transceiver_codecs(
+    transceiver: RTCRtpTransceiver, codecs: list[RTCRtpCodecParameters]
+) -> None:
+    """Narrow an m-line's codecs after the offer is applied, before the answer is made.
+
+    `setCodecPreferences` cannot do it for an answerer: aiortc creates the
+    transceiver and filters its codecs in one step, inside setRemoteDescription.
+    """
+    transceiver._codecs = codecs
+
+
+# ----------------------------------------------------------------------------- ingest
+
+
+class _PacketTap:
+    """Stands in for a receiver's jitter buffer: hands each packet on, assembles nothing.
+
+    aiortc has by then done what a relay wants from it (SRTP, RTCP statistics for
+    receiver reports and REMB, RTX unwrapping, NACKs for lost packets), and since no
+    frame ever comes out of here, its decoder thread is never given anything to decode.
+    """
+
+    def __init__(self, on_packet: Callable[[RtpPacket], None]) -> None:
+        self._on_packet = on_packet
+
+    def add(self, packet: RtpPacket) -> tuple[bool, None]:
+        self._on_packet(packet)
+        return False, None
+
+
+def tap_receiver(
+    receiver: RTCRtpReceiver,
+    on_packet: Callable[[RtpPacket], None],
+    on_sender_report: Callable[[RtcpSrPacket], None],
+) -> None:
+    """Route a studio receiver's packets and sender reports to the relay."""
+    receiver._RTCRtpReceiver__jitter_buffer = _PacketTap(on_packet)  # type: ignore[attr-defined]
+    handle_rtcp = receiver._handle_rtcp_packet
+
+    async def handle_rtcp_and_tap(packet: Any) -> None:
+        if isinstance(packet, RtcpSrPacket):
+            on_sender_report(packet)
+        await handle_rtcp(packet)
+
+    receiver._handle_rtcp_packet = handle_rtcp_and_tap  # type: ignore[method-assign]
+
+
+def receiver_codecs(receiver: RTCRtpReceiver) -> dict[int, RTCRtpCodecParameters]:
+    """Payload type to codec, as negotiated for a studio's receiver."""
+    codecs: dict[int, RTCRtpCodecParameters] = receiver._RTCRtpReceiver__codecs  # type: ignore[attr-defined]
+    return codecs
+
+
+def request_keyframe(receiver: RTCRtpReceiver, media_ssrc: int) -> Coroutine[Any, Any, None]:
+    """A PLI to the studio through the receiver's own RTCP path, to be awaited or spawned."""
+    return receiver._send_rtcp_pli(media_ssrc)
+
+
+def keep_consent_while_receiving(dtls: RTCDtlsTransport, media_fresh: Callable[[], bool]) -> None:
+    """Count media from the peer as consent (RFC 7675) when it answers no consent checks.
+
+    Some WHIP encoders (FFmpeg's muxer among them) never answer ICE consent checks;
+    aioice would then close their connection after half a minute although media keeps
+    arriving. Media arriving over the pair is proof enough that the peer wants it.
+    """
+    connection = dtls.transport._connection
+
+    async def query_consent() -> None:
+        failures = 0
+        while True:
+            await asyncio.sleep(aioice.ice.CONSENT_INTERVAL * (0.8 + 0.4 * random.random()))
+            for pair in list(connection._nominated.values()):
+                request = connection.build_request(pair, nominate=False)
+                try:
+                    await pair.protocol.request(
+                        request,
+                        pair.remote_addr,
+                        integrity_key=(connection.remote_password or "").encode("utf8"),
+                        retransmissions=0,
+                    )
+                    failures = 0
+                except aioice.stun.TransactionError:
+                    failures = 0 if media_fresh() else failures + 1
+            if failures >= aioice.ice.CONSENT_FAILURES:
+                connection._query_consent_task = None
+                await connection.close()
+                return
+
+    connection.query_consent = query_consent  # type: ignore[method-assign]
+
+
+# ----------------------------------------------------------------------------- egress
+
+
+def take_over_sender(sender: RTCRtpSender, ssrc: int, handle_rtcp: RtcpHandler) -> None:
+    """Make an aiortc sender send nothing itself, under the relay's SSRC.
+
+    The SSRC must be set before the answer is created (it is written into the SDP).
+    aiortc's own RTCP loop would send sender reports with no timing in them, so it is
+    replaced by one that only waits; the relay sends real sender reports instead.
+    """
+    sender._ssrc = ssrc
+    sender._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign,assignment]
+    started: asyncio.Event = sender._RTCRtpSender__rtcp_started  # type: ignore[attr-defined]
+    exited: asyncio.Event = sender._RTCRtpSender__rtcp_exited  # type: ignore[attr-defined]
+
+    async def idle_rtcp() -> None:
+        started.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+        exited.set()
+
+    sender._run_rtcp = idle_rtcp  # type: ignore[method-assign]
+
+
+class DatagramSocket(Protocol):
+    """The part of asyncio's (and uvloop's) UDP transport the hot path uses."""
+
+    def sendto(self, data: bytes, addr: tuple[str, int], /) -> None: ...
+
+    def get_write_buffer_size(self) -> int: ...
+
+
+@dataclass(slots=True)
+class MediaPath:
+    """What sending one viewer's SRTP takes: its keys and its selected ICE pair."""
+
+    protect: Callable[[bytes], bytes]
+    protect_rtcp: Callable[[bytes], bytes]
+    socket: DatagramSocket
+    address: tuple[str, int]
+
+
+def media_path(dtls: RTCDtlsTransport) -> MediaPath | None:
+    """The connected viewer's SRTP session and nominated pair, or None if not connected."""
+    srtp = dtls._tx_srtp
+    pair = dtls.transport._connection._nominated.get(1)
+    if srtp is None or pair is None or pair.protocol.transport is None:
+        return None
+    socket = cast(DatagramSocket, pair.protocol.transport)
+    return MediaPath(srtp.protect, srtp.protect_rtcp, socket, pair.remote_addr)
+
+
+def parse_rtcp(data: bytes) -> list[Any]:
+    return list(RtcpPacket.parse(data))

@@ -1,0 +1,204 @@
+"""One outgoing RTP stream of a studio (its video or its audio), as viewers receive it.
+
+The track outlives the studio's WHIP sessions: when the studio reconnects, the new
+input is rebased onto the same output SSRC, sequence numbers and timestamps, so a
+player sees one continuous stream that resumes at the next keyframe.
+
+The hot path (`forward`) writes each packet's 12-byte header once per payload type
+and shares those bytes with every sink of that payload type; per sink only SRTP
+protection and the send remain.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import time
+from typing import NamedTuple, Protocol
+
+from relay.codecs import RelayCodec, keyframe_detector
+from relay.packet_cache import CachedPacket, PacketCache
+
+_RTP_HEADER = struct.Struct("!BBHII")
+_RTP_VERSION_2 = 0x80
+# How far back a sequence number counts as reordered rather than wrapped around.
+_REORDER_WINDOW = 0x8000
+
+
+class EgressTotals(NamedTuple):
+    packets: int
+    octets: int
+    dropped: int
+
+
+def build_rtp(payload_type: int, packet: CachedPacket, ssrc: int) -> bytes:
+    """The plain RTP packet for one sink's payload type (no extensions, no CSRCs)."""
+    return (
+        _RTP_HEADER.pack(
+            _RTP_VERSION_2,
+            (packet.marker << 7) | payload_type,
+            packet.sequence_number,
+            packet.timestamp,
+            ssrc,
+        )
+        + packet.payload
+    )
+
+
+class TrackSink(Protocol):
+    """Anything that takes a track's packets: a viewer, a recorder, an edge's pull."""
+
+    payload_type: int
+    packets: int  # sent so far
+    octets: int  # payload bytes sent so far
+    dropped: int  # not sent because the sink could not keep up
+
+    def send_rtp(self, packet: bytes, starts_keyframe: bool) -> None: ...
+
+    def wait_for_keyframe(self) -> None:
+        """Send nothing more until a packet that starts a keyframe."""
+
+
+class OutputTrack:
+    def __init__(self, kind: str, cache_size: int = 1024) -> None:
+        self.kind = kind
+        self.ssrc = random.getrandbits(32)
+        self.codec: RelayCodec | None = None
+        self.cache = PacketCache(cache_size)
+        self._starts_keyframe = keyframe_detector(RelayCodec("audio/none", 0))
+        self._groups: dict[int, list[TrackSink]] = {}
+        self._input_ssrc: int | None = None
+        self._seq_offset = 0
+        self._ts_offset = 0
+        # Output position and when it was reached, to rebase the next input onto.
+        self.last_sequence_number = random.getrandbits(16)
+        self.last_timestamp = random.getrandbits(32)
+        self.last_arrival = 0.0
+        # Latest sender report mapping: NTP time (64-bit) -> output RTP timestamp.
+        self.report_ntp: int | None = None
+        self.report_timestamp = 0
+        self.packets_in = 0
+        self.bytes_in = 0
+        self.keyframes_in = 0
+        self.last_keyframe_at = 0.0
+        self.sink_errors = 0
+        self._retired = EgressTotals(0, 0, 0)
+        self._keyframe_timestamp = -1
+
+    # ------------------------------------------------------------------ input side
+
+    def set_codec(self, codec: RelayCodec) -> bool:
+        """Take a (re)publishing studio's codec; False when it differs from the old one."""
+        changed = self.codec is not None and self.codec != codec
+        self.codec = codec
+        self._starts_keyframe = keyframe_detector(codec)
+        self._input_ssrc = None  # rebase on the new input's first packet
+        if changed:
+            self.cache.clear()
+        return not changed
+
+    def forward(
+        self, ssrc: int, sequence_number: int, timestamp: int, marker: int, payload: bytes
+    ) -> None:
+        """Relay one packet from the studio to every sink."""
+        now = time.monotonic()
+        if ssrc != self._input_ssrc:
+            self._rebase(ssrc, sequence_number, timestamp, now)
+        out_seq = (sequence_number + self._seq_offset) & 0xFFFF
+        out_ts = (timestamp + self._ts_offset) & 0xFFFFFFFF
+        if (out_seq - self.last_sequence_number) & 0xFFFF < _REORDER_WINDOW:
+            self.last_sequence_number = out_seq
+            self.last_timestamp = out_ts
+            self.last_arrival = now
+        starts_keyframe = self._starts_keyframe(payload)
+        self.packets_in += 1
+        self.bytes_in += len(payload)
+        if starts_keyframe and self.kind == "video" and out_ts != self._keyframe_timestamp:
+            # Parameter sets and the IDR slice may each start a packet: count frames once.
+            self._keyframe_timestamp = out_ts
+            self.keyframes_in += 1
+            self.last_keyframe_at = now
+        packet = CachedPacket(out_seq, out_ts, marker, payload)
+        self.cache.put(packet)
+        ssrc = self.ssrc
+        for payload_type, sinks in self._groups.items():
+            data = build_rtp(payload_type, packet, ssrc)
+            for sink in sinks:
+                try:
+                    sink.send_rtp(data, starts_keyframe)
+                except Exception:  # one broken sink must not starve the others
+                    self.sink_errors += 1
+
+    def _rebase(self, ssrc: int, sequence_number: int, timestamp: int, now: float) -> None:
+        """Continue the output where it stopped, advanced by the time that has passed."""
+        clock_rate = self.codec.clock_rate if self.codec else 90000
+        elapsed = max(1, int((now - self.last_arrival) * clock_rate)) if self.last_arrival else 1
+        self._seq_offset = (self.last_sequence_number + 1 - sequence_number) & 0xFFFF
+        self._ts_offset = (self.last_timestamp + elapsed - timestamp) & 0xFFFFFFFF
+        self._input_ssrc = ssrc
+        self.report_ntp = None
+        if self.kind == "video":
+            for sink in self.sinks():
+                sink.wait_for_keyframe()
+
+    def take_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
+        """Keep the studio's NTP/RTP mapping, moved onto the output timeline."""
+        if self._input_ssrc is None:
+            return
+        self.report_ntp = ntp_timestamp
+        self.report_timestamp = (rtp_timestamp + self._ts_offset) & 0xFFFFFFFF
+
+    def timing_for_report(self) -> tuple[int, int]:
+        """An (NTP, RTP timestamp) pair for a sender report to viewers.
+
+        The studio's own mapping when it sent one keeps audio and video in sync
+        exactly; otherwise arrival times stand in for capture times.
+        """
+        if self.report_ntp is not None:
+            return self.report_ntp, self.report_timestamp
+        clock_rate = self.codec.clock_rate if self.codec else 90000
+        now = time.monotonic()
+        ticks = int((now - self.last_arrival) * clock_rate) if self.last_arrival else 0
+        return ntp_now(), (self.last_timestamp + ticks) & 0xFFFFFFFF
+
+    # ------------------------------------------------------------------ output side
+
+    def add_sink(self, sink: TrackSink) -> None:
+        self._groups.setdefault(sink.payload_type, []).append(sink)
+
+    def remove_sink(self, sink: TrackSink) -> None:
+        sinks = self._groups.get(sink.payload_type, [])
+        if sink in sinks:
+            self._retired = EgressTotals(
+                self._retired.packets + sink.packets,
+                self._retired.octets + sink.octets,
+                self._retired.dropped + sink.dropped,
+            )
+            # A new list, so a forward() iterating the old one is not disturbed.
+            self._groups[sink.payload_type] = [s for s in sinks if s is not sink]
+            if not self._groups[sink.payload_type]:
+                del self._groups[sink.payload_type]
+
+    def sinks(self) -> list[TrackSink]:
+        return [sink for sinks in self._groups.values() for sink in sinks]
+
+    def egress_totals(self) -> EgressTotals:
+        """Everything sent to sinks so far, those gone included (counters never go back)."""
+        live = self.sinks()
+        return EgressTotals(
+            self._retired.packets + sum(s.packets for s in live),
+            self._retired.octets + sum(s.octets for s in live),
+            self._retired.dropped + sum(s.dropped for s in live),
+        )
+
+    def seconds_since_keyframe(self) -> float:
+        return time.monotonic() - self.last_keyframe_at
+
+
+_NTP_EPOCH_OFFSET = 2208988800
+
+
+def ntp_now() -> int:
+    """The current time as a 64-bit NTP timestamp."""
+    now = time.time() + _NTP_EPOCH_OFFSET
+    return (int(now) << 32) | int((now % 1) * (1 << 32))

@@ -1,0 +1,314 @@
+"""A viewer's WebRTC session: aiortc negotiates, the relay sends the studio's RTP as is."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtp import (
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRtpfbPacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
+    RtcpSrPacket,
+)
+
+from relay import rtc_internals
+from relay.errors import StudioOffline, UnsupportedOffer
+from relay.negotiation import (
+    add_remote_candidate,
+    answer_only_with,
+    apply_remote_offer,
+    negotiated_codec,
+    parse_offer,
+    require_viewer_codecs,
+)
+from relay.source import Source
+from relay.track import OutputTrack, build_rtp
+
+log = logging.getLogger("meridian.viewer")
+
+_RTCP_SDES_CNAME = 1
+
+
+class _HeldTrack(MediaStreamTrack):
+    """Gives aiortc's sender a track that never yields a frame, so it never encodes."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    async def recv(self) -> Any:
+        await asyncio.Event().wait()
+        raise MediaStreamError
+
+
+class ViewerTrackSink:
+    """The per-viewer end of one track: the hot path is `send_rtp`."""
+
+    __slots__ = (
+        "_address",
+        "_buffer_limit",
+        "_on_slow",
+        "_slow",
+        "_socket",
+        "dropped",
+        "first_keyframe_at",
+        "octets",
+        "packets",
+        "payload_type",
+        "protect",
+        "protect_rtcp",
+        "track",
+        "waiting_for_keyframe",
+    )
+
+    def __init__(
+        self,
+        track: OutputTrack,
+        payload_type: int,
+        path: rtc_internals.MediaPath,
+        buffer_limit: int,
+        on_slow: Callable[[], None],
+    ) -> None:
+        self.track = track
+        self.payload_type = payload_type
+        self.protect = path.protect
+        self.protect_rtcp = path.protect_rtcp
+        self._socket = path.socket
+        self._address = path.address
+        self._buffer_limit = buffer_limit
+        self._on_slow = on_slow
+        self._slow = False
+        self.waiting_for_keyframe = True
+        self.first_keyframe_at: float | None = None
+        self.packets = 0
+        self.octets = 0
+        self.dropped = 0
+
+    def send_rtp(self, packet: bytes, starts_keyframe: bool) -> None:
+        if self.waiting_for_keyframe:
+            if not starts_keyframe:
+                if self._slow:
+                    self.dropped += 1
+                return
+            self.waiting_for_keyframe = self._slow = False
+            if self.first_keyframe_at is None:
+                self.first_keyframe_at = time.monotonic()
+        socket = self._socket
+        if socket.get_write_buffer_size() > self._buffer_limit:
+            # The viewer's link cannot keep up: skip to the next keyframe rather than
+            # queue without bound or hold up the studio and the other viewers.
+            self.dropped += 1
+            self.waiting_for_keyframe = self._slow = True
+            self._on_slow()
+            return
+        socket.sendto(self.protect(packet), self._address)
+        self.packets += 1
+        self.octets += len(packet) - 12
+
+    def send_raw_rtcp(self, packet: bytes) -> None:
+        self._socket.sendto(self.protect_rtcp(packet), self._address)
+
+    def wait_for_keyframe(self) -> None:
+        self.waiting_for_keyframe = True
+
+
+class ViewerSession:
+    """One WHEP viewer of one studio, from offer to end."""
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        country: str = "unknown",
+        connect_timeout: float = 30.0,
+        send_buffer_bytes: int = 256 * 1024,
+        on_end: Callable[[ViewerSession, str], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.country = country
+        self.created_at = time.monotonic()
+        self.connected_at: float | None = None
+        self.end_reason: str | None = None
+        self.sinks: dict[str, ViewerTrackSink] = {}
+        self.nacks_received = 0
+        self.retransmitted = 0
+        self.keyframe_requests_received = 0
+        self.ended = asyncio.Event()
+        self._payload_types: dict[str, int] = {}
+        self._transceivers: dict[str, RTCRtpTransceiver] = {}
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._connect_timeout = connect_timeout
+        self._send_buffer_bytes = send_buffer_bytes
+        self._on_end = on_end
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing: asyncio.Future[None] | None = None
+
+    @property
+    def flowing(self) -> bool:
+        """Media reaches this viewer: connected and attached to the studio's tracks."""
+        return bool(self.sinks) and self.end_reason is None
+
+    @property
+    def join_seconds(self) -> float | None:
+        """From the WHEP offer to the first keyframe sent to this viewer."""
+        video = self.sinks.get("video")
+        if video is None or video.first_keyframe_at is None:
+            return None
+        return video.first_keyframe_at - self.created_at
+
+    async def answer(self, offer_sdp: str) -> str:
+        """Negotiate: take the viewer's offer, return the sendonly answer."""
+        description = parse_offer(offer_sdp)
+        codecs = self.source.codecs()
+        if not self.source.live or not codecs:
+            raise StudioOffline(f"studio {self.source.studio_id!r} is not live")
+        self._payload_types = require_viewer_codecs(description, codecs)
+        pc = self._pc
+        pc.on("connectionstatechange", self._on_connection_state)
+        await apply_remote_offer(pc, offer_sdp)
+        taken: dict[str, RTCRtpTransceiver] = {}
+        for transceiver in pc.getTransceivers():
+            kind = transceiver.kind
+            if kind not in self._payload_types or kind in taken:
+                continue
+            taken[kind] = transceiver
+            track = self.source.tracks[kind]
+            answer_only_with(transceiver, codecs[kind])
+            transceiver.sender.replaceTrack(_HeldTrack(kind))
+            transceiver.direction = "sendonly"
+            rtc_internals.take_over_sender(
+                transceiver.sender, track.ssrc, self._rtcp_handler(kind, track)
+            )
+        await pc.setLocalDescription(await pc.createAnswer())
+        self._transceivers = taken
+        for kind, transceiver in taken.items():
+            codec = negotiated_codec(transceiver)
+            if codec is None or codec.payloadType is None:
+                raise UnsupportedOffer(f"no {kind} codec could be negotiated")
+            self._payload_types[kind] = codec.payloadType
+        self.source.add_viewer(self)
+        self._spawn(self._expire_if_not_connected())
+        return str(pc.localDescription.sdp)
+
+    async def add_ice_candidate(self, candidate_sdp: str, mid: str | None) -> None:
+        await add_remote_candidate(self._pc, candidate_sdp, mid)
+
+    def end(self, reason: str) -> None:
+        """Stop sending and close the peer connection; safe to call more than once."""
+        if self.end_reason is not None:
+            return
+        self.end_reason = reason
+        for kind, sink in self.sinks.items():
+            self.source.tracks[kind].remove_sink(sink)
+        self.source.remove_viewer(self)
+        for task in self._tasks:
+            task.cancel()
+        self._closing = asyncio.ensure_future(self._close())
+        if self._on_end is not None:
+            self._on_end(self, reason)
+
+    async def _close(self) -> None:
+        try:
+            await self._pc.close()
+        finally:
+            self.ended.set()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _on_connection_state(self) -> None:
+        state = self._pc.connectionState
+        if state == "connected" and not self.sinks and self.end_reason is None:
+            self._start_media()
+        elif state in ("failed", "closed"):
+            self.end("ice_failed" if state == "failed" else "closed_by_peer")
+
+    def _start_media(self) -> None:
+        for kind, transceiver in self._transceivers.items():
+            path = rtc_internals.media_path(transceiver.sender.transport)
+            if path is None:
+                self.end("ice_failed")
+                return
+            track = self.source.tracks[kind]
+            sink = ViewerTrackSink(
+                track,
+                self._payload_types[kind],
+                path,
+                self._send_buffer_bytes,
+                self.source.request_keyframe,
+            )
+            if kind != "video":
+                sink.waiting_for_keyframe = False
+            self.sinks[kind] = sink
+            track.add_sink(sink)
+        self.connected_at = time.monotonic()
+        self.source.request_keyframe()
+        self._spawn(self._send_sender_reports())
+
+    async def _expire_if_not_connected(self) -> None:
+        await asyncio.sleep(self._connect_timeout)
+        if not self.sinks:
+            self.end("timeout")
+
+    async def _send_sender_reports(self) -> None:
+        """RTCP SR for each track, so that the player can line audio and video up."""
+        cname = f"meridian-{self.source.studio_id}".encode()
+        while True:
+            await asyncio.sleep(0.5 + random.random())  # RFC 3550's randomised interval
+            for sink in self.sinks.values():
+                if not sink.packets:
+                    continue
+                ntp, rtp_timestamp = sink.track.timing_for_report()
+                ssrc = sink.track.ssrc
+                report = RtcpSrPacket(
+                    ssrc=ssrc,
+                    sender_info=RtcpSenderInfo(
+                        ntp_timestamp=ntp,
+                        rtp_timestamp=rtp_timestamp,
+                        packet_count=sink.packets & 0xFFFFFFFF,
+                        octet_count=sink.octets & 0xFFFFFFFF,
+                    ),
+                )
+                sdes = RtcpSdesPacket(
+                    chunks=[RtcpSourceInfo(ssrc=ssrc, items=[(_RTCP_SDES_CNAME, cname)])]
+                )
+                try:
+                    sink.send_raw_rtcp(bytes(report) + bytes(sdes))
+                except Exception:
+                    log.debug("sender report to a viewer failed", exc_info=True)
+
+    def _rtcp_handler(self, kind: str, track: OutputTrack) -> rtc_internals.RtcpHandler:
+        async def handle(packet: Any) -> None:
+            sink = self.sinks.get(kind)
+            if sink is None:
+                return
+            if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+                self.nacks_received += 1
+                self.source.viewer_nacks += 1
+                for sequence_number in packet.lost:
+                    cached = track.cache.get(sequence_number)
+                    if cached is not None:
+                        sink.send_rtp(build_rtp(sink.payload_type, cached, track.ssrc), False)
+                        self.retransmitted += 1
+            elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (
+                RTCP_PSFB_PLI,
+                RTCP_PSFB_FIR,
+            ):
+                self.keyframe_requests_received += 1
+                self.source.request_keyframe()
+
+        return handle

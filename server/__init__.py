@@ -1,0 +1,1 @@
+"""The aiohttp application: WHIP, WHEP, JSON API, metrics, auth, CORS, error responses."""
