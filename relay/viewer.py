@@ -117,6 +117,17 @@ class ViewerTrackSink:
         self.packets += 1
         self.octets += len(packet) - 12
 
+    def retransmit(self, sequence_numbers: list[int]) -> int:
+        """Answer a NACK from the track's packet cache; returns how many were resent."""
+        track = self.track
+        resent = 0
+        for sequence_number in sequence_numbers:
+            cached = track.cache.get(sequence_number)
+            if cached is not None:
+                self.send_rtp(build_rtp(self.payload_type, cached, track.ssrc), False)
+                resent += 1
+        return resent
+
     def send_raw_rtcp(self, packet: bytes) -> None:
         self._socket.sendto(self.protect_rtcp(packet), self._address)
 
@@ -188,9 +199,7 @@ class ViewerSession:
             answer_only_with(transceiver, codecs[kind])
             transceiver.sender.replaceTrack(_HeldTrack(kind))
             transceiver.direction = "sendonly"
-            rtc_internals.take_over_sender(
-                transceiver.sender, track.ssrc, self._rtcp_handler(kind, track)
-            )
+            rtc_internals.take_over_sender(transceiver.sender, track.ssrc, self._rtcp_handler(kind))
         await pc.setLocalDescription(await pc.createAnswer())
         self._transceivers = taken
         for kind, transceiver in taken.items():
@@ -291,7 +300,7 @@ class ViewerSession:
                 except Exception:
                     log.debug("sender report to a viewer failed", exc_info=True)
 
-    def _rtcp_handler(self, kind: str, track: OutputTrack) -> rtc_internals.RtcpHandler:
+    def _rtcp_handler(self, kind: str) -> rtc_internals.RtcpHandler:
         async def handle(packet: Any) -> None:
             sink = self.sinks.get(kind)
             if sink is None:
@@ -299,11 +308,7 @@ class ViewerSession:
             if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
                 self.nacks_received += 1
                 self.source.viewer_nacks += 1
-                for sequence_number in packet.lost:
-                    cached = track.cache.get(sequence_number)
-                    if cached is not None:
-                        sink.send_rtp(build_rtp(sink.payload_type, cached, track.ssrc), False)
-                        self.retransmitted += 1
+                self.retransmitted += sink.retransmit(packet.lost)
             elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (
                 RTCP_PSFB_PLI,
                 RTCP_PSFB_FIR,

@@ -1,0 +1,213 @@
+"""The forwarding core, fed packets directly: no sockets, no peer connections."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+from relay.codecs import RelayCodec, h264_starts_keyframe, vp8_starts_keyframe
+from relay.packet_cache import CachedPacket, PacketCache
+from relay.rtc_internals import MediaPath
+from relay.source import Source
+from relay.track import OutputTrack
+from relay.viewer import ViewerTrackSink
+
+H264 = RelayCodec(
+    "video/H264", 90000, None, {"packetization-mode": "1", "profile-level-id": "42e01f"}
+)
+VP8 = RelayCodec("video/VP8", 90000)
+SPS = bytes([0x67, 0x42, 0xE0, 0x1F])
+PPS = bytes([0x68, 0xCE, 0x3C, 0x80])
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.buffered = 0
+
+    def sendto(self, data: bytes, addr: tuple[str, int], /) -> None:
+        self.sent.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+
+def plain_path(socket: FakeSocket) -> MediaPath:
+    """A media path without encryption, so the test reads what the viewer would decrypt."""
+    return MediaPath(bytes, bytes, socket, ("192.0.2.10", 5000))
+
+
+def header(packet: bytes) -> tuple[int, int, int, int, int]:
+    """(marker, payload type, sequence number, timestamp, ssrc) of an RTP packet."""
+    b0, b1, seq, ts, ssrc = struct.unpack("!BBHII", packet[:12])
+    assert b0 == 0x80
+    return b1 >> 7, b1 & 0x7F, seq, ts, ssrc
+
+
+def stap_a(*nals: bytes) -> bytes:
+    return bytes([24]) + b"".join(len(n).to_bytes(2, "big") + n for n in nals)
+
+
+def test_h264_keyframe_starts() -> None:
+    assert h264_starts_keyframe(SPS)
+    assert h264_starts_keyframe(stap_a(SPS, PPS))
+    assert h264_starts_keyframe(bytes([0x65, 0x88]))  # single IDR slice
+    assert h264_starts_keyframe(bytes([0x7C, 0x85, 0x88]))  # FU-A, start bit, IDR
+    assert not h264_starts_keyframe(bytes([0x7C, 0x05, 0x88]))  # FU-A continuation
+    assert not h264_starts_keyframe(bytes([0x7C, 0x81, 0x9A]))  # FU-A start, non-IDR
+    assert not h264_starts_keyframe(bytes([0x41, 0x9A]))  # non-IDR slice
+    assert not h264_starts_keyframe(stap_a(PPS))
+    assert not h264_starts_keyframe(b"")
+
+
+def test_vp8_keyframe_starts() -> None:
+    # S=1, PID=0, then the VP8 frame header whose bit 0 is 0 on key frames.
+    assert vp8_starts_keyframe(bytes([0x10, 0x00, 0x9D, 0x01, 0x2A]))
+    assert not vp8_starts_keyframe(bytes([0x10, 0x01]))  # inter frame
+    assert not vp8_starts_keyframe(bytes([0x00, 0x00]))  # not the first packet of a frame
+    # X=1 with a 15-bit picture id (I=1, M=1), then the key frame header.
+    assert vp8_starts_keyframe(bytes([0x90, 0x80, 0x81, 0x23, 0x00]))
+    assert not vp8_starts_keyframe(bytes([0x90, 0x80, 0x81, 0x23, 0x01]))
+    assert not vp8_starts_keyframe(bytes([0x90]))
+
+
+def test_packet_cache_returns_only_the_exact_sequence_number() -> None:
+    cache = PacketCache(4)
+    cache.put(CachedPacket(10, 900, 0, b"a"))
+    cache.put(CachedPacket(14, 990, 1, b"b"))  # same slot as 10
+    assert cache.get(10) is None
+    assert cache.get(14) == CachedPacket(14, 990, 1, b"b")
+
+
+async def test_viewers_start_at_a_keyframe_and_share_one_rewrite() -> None:
+    track = OutputTrack("video")
+    track.set_codec(H264)
+    sockets = [FakeSocket(), FakeSocket()]
+    sinks = [ViewerTrackSink(track, 102, plain_path(s), 1 << 20, lambda: None) for s in sockets]
+    for sink in sinks:
+        track.add_sink(sink)
+    track.forward(0xABC, 1000, 9000, 1, bytes([0x41, 0x9A]))  # P frame: nobody may start here
+    assert not any(s.sent for s in sockets)
+    track.forward(0xABC, 1001, 12000, 0, SPS)
+    track.forward(0xABC, 1002, 12000, 1, bytes([0x65, 0x88]))
+    for socket in sockets:
+        assert len(socket.sent) == 2
+        _, payload_type, seq, _, ssrc = header(socket.sent[0])
+        assert (payload_type, ssrc) == (102, track.ssrc)
+        assert socket.sent[0][12:] == SPS
+        assert header(socket.sent[1])[2] == (seq + 1) & 0xFFFF
+    assert sockets[0].sent[0] is sockets[1].sent[0]  # one header write serves every viewer
+
+
+async def test_studio_reconnect_continues_sequence_and_timestamps() -> None:
+    track = OutputTrack("video")
+    track.set_codec(H264)
+    socket = FakeSocket()
+    sink = ViewerTrackSink(track, 96, plain_path(socket), 1 << 20, lambda: None)
+    track.add_sink(sink)
+    for i in range(5):
+        track.forward(0x1111, 60000 + i, 3000 * i, 1, SPS if i == 0 else bytes([0x41]))
+    _, _, last_seq, last_ts, _ = header(socket.sent[-1])
+    await asyncio.sleep(0.05)
+    # The studio publishes again: new SSRC, new random sequence and timestamp origin.
+    assert track.set_codec(H264)
+    track.forward(0x2222, 17, 777777, 0, bytes([0x41]))  # not a keyframe: held back
+    assert len(socket.sent) == 5
+    track.forward(0x2222, 18, 780777, 1, SPS)
+    _, _, seq, ts, ssrc = header(socket.sent[-1])
+    assert ssrc == track.ssrc
+    assert seq == (last_seq + 2) & 0xFFFF  # continuous: the held-back packet took last+1
+    elapsed = (ts - last_ts) & 0xFFFFFFFF
+    assert 0.04 * 90000 < elapsed < 2 * 90000  # about the time that really passed
+
+
+async def test_nack_is_answered_from_the_cache() -> None:
+    track = OutputTrack("video")
+    track.set_codec(VP8)
+    socket = FakeSocket()
+    sink = ViewerTrackSink(track, 97, plain_path(socket), 1 << 20, lambda: None)
+    track.add_sink(sink)
+    track.forward(5, 100, 0, 1, bytes([0x10, 0x00, 0x9D]))
+    track.forward(5, 101, 3000, 1, bytes([0x10, 0x01, 0x11]))
+    first_seq = header(socket.sent[0])[2]
+    original = list(socket.sent)
+    assert sink.retransmit([first_seq, first_seq + 1, first_seq + 50]) == 2
+    assert socket.sent[2:] == original
+
+
+async def test_slow_viewer_is_dropped_to_the_next_keyframe_without_holding_others() -> None:
+    requests: list[str] = []
+    track = OutputTrack("video")
+    track.set_codec(H264)
+    slow_socket, fast_socket = FakeSocket(), FakeSocket()
+    slow = ViewerTrackSink(track, 96, plain_path(slow_socket), 1000, lambda: requests.append("kf"))
+    fast = ViewerTrackSink(track, 96, plain_path(fast_socket), 1000, lambda: None)
+    track.add_sink(slow)
+    track.add_sink(fast)
+    track.forward(1, 1, 0, 1, SPS)
+    slow_socket.buffered = 5000  # the slow viewer's socket queue is full
+    for i in range(2, 10):
+        track.forward(1, i, i * 3000, 1, bytes([0x41]))
+    assert len(fast_socket.sent) == 9
+    assert len(slow_socket.sent) == 1
+    assert slow.dropped == 8 and requests == ["kf"]
+    slow_socket.buffered = 0
+    track.forward(1, 10, 30000, 1, bytes([0x41]))  # still not a keyframe
+    assert len(slow_socket.sent) == 1
+    track.forward(1, 11, 33000, 1, SPS)
+    assert len(slow_socket.sent) == 2
+    assert track.egress_totals().dropped == 9
+
+
+async def test_a_failing_sink_does_not_starve_the_others() -> None:
+    class BrokenSink:
+        payload_type = 96
+        packets = octets = dropped = 0
+
+        def send_rtp(self, packet: bytes, starts_keyframe: bool) -> None:
+            raise OSError("boom")
+
+        def wait_for_keyframe(self) -> None:
+            pass
+
+    track = OutputTrack("audio")
+    track.set_codec(RelayCodec("audio/opus", 48000, 2))
+    socket = FakeSocket()
+    track.add_sink(BrokenSink())
+    track.add_sink(ViewerTrackSink(track, 96, plain_path(socket), 1 << 20, lambda: None))
+    track.forward(9, 1, 960, 1, b"\xfc\x00")
+    assert len(socket.sent) == 1 and track.sink_errors == 1
+
+
+class CountingPublisher:
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def request_keyframe(self) -> None:
+        self.requests += 1
+
+
+async def test_keyframe_requests_are_coalesced() -> None:
+    source = Source("berlin", keyframe_request_interval=0.2)
+    publisher = CountingPublisher()
+    source.attach(publisher, {"video": H264})  # attaching asks for one keyframe
+    assert publisher.requests == 1
+    for _ in range(50):  # fifty viewers join at once
+        source.request_keyframe()
+    assert publisher.requests == 1
+    await asyncio.sleep(0.3)
+    assert publisher.requests == 2  # the fifty were answered by one deferred request
+    assert source.keyframe_requests_sent == 2
+    source.close()
+
+
+async def test_only_the_current_publisher_is_attached() -> None:
+    source = Source("berlin")
+    first, second = CountingPublisher(), CountingPublisher()
+    source.attach(first, {"video": H264})
+    source.attach(second, {"video": H264})
+    assert source.is_current(second) and not source.is_current(first)
+    assert not source.detach(first)  # a late goodbye of the replaced session changes nothing
+    assert source.detach(second)
+    assert source.publisher is None
+    source.close()
