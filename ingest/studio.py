@@ -20,6 +20,7 @@ from relay.negotiation import (
     media_sections,
     negotiated_codec,
     parse_offer,
+    require_relayable_codecs,
     to_relay_codec,
 )
 from relay.source import Source
@@ -65,6 +66,7 @@ class StudioSession:
         ]
         if not sending:
             raise UnsupportedOffer("the offer sends no audio or video (a=sendonly expected)")
+        require_relayable_codecs(description)
         pc = self._pc
         pc.on("connectionstatechange", self._on_connection_state)
         await apply_remote_offer(pc, offer_sdp)

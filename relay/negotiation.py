@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 from aiortc import (
     RTCPeerConnection,
+    RTCRtpSender,
     RTCRtpTransceiver,
     RTCSessionDescription,
     sdp,
 )
+from aiortc.exceptions import OperationError
 from aiortc.rtcpeerconnection import is_codec_compatible
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
@@ -16,16 +20,24 @@ from relay.codecs import RelayCodec
 from relay.errors import InvalidOffer, UnsupportedOffer
 
 MEDIA_KINDS = ("audio", "video")
+_SDP_LINE = re.compile(r"^[a-z]=")
 
 
 def parse_offer(text: str, max_media: int = 8) -> sdp.SessionDescription:
     """Parse an SDP offer and check what aiortc would otherwise trip over."""
     if not text.strip().startswith("v=0"):
         raise InvalidOffer("the body is not an SDP session description (it must start with v=0)")
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not _SDP_LINE.match(line):
+            raise InvalidOffer(f"the SDP line {line[:80]!r} is not of the form <letter>=<value>")
+        if line.startswith("m=") and len(line.split()) < 4:
+            raise InvalidOffer(f"the SDP line {line[:80]!r} lacks a port, protocol or format")
     try:
         description = sdp.SessionDescription.parse(text)
     except Exception as exc:  # aiortc's parser raises many kinds on malformed lines
-        raise InvalidOffer(f"the SDP offer cannot be parsed: {exc}") from exc
+        reason = str(exc) or type(exc).__name__
+        raise InvalidOffer(f"the SDP offer cannot be parsed: {reason}") from exc
     media = description.media
     if not any(m.kind in MEDIA_KINDS for m in media):
         raise UnsupportedOffer("the offer has no audio or video m-line")
@@ -90,6 +102,45 @@ def matching_payload_type(media: sdp.MediaDescription, codec: RelayCodec) -> int
     return None
 
 
+def describe_offered(codec: RTCRtpCodecParameters) -> str:
+    return to_relay_codec(codec).describe()
+
+
+def require_relayable_codecs(description: sdp.SessionDescription) -> None:
+    """A studio's every sending m-line must offer a codec Meridian forwards.
+
+    Otherwise aiortc cannot answer the offer at all; say precisely why.
+    """
+    for m in media_sections(description):
+        if m.direction not in ("sendonly", "sendrecv"):
+            continue
+        capabilities = RTCRtpSender.getCapabilities(m.kind).codecs
+        relayable = [
+            c
+            for c in m.rtp.codecs
+            if any(
+                is_codec_compatible(
+                    RTCRtpCodecParameters(
+                        mimeType=cap.mimeType,
+                        clockRate=cap.clockRate,
+                        payloadType=0,
+                        parameters=cap.parameters,
+                    ),
+                    c,
+                )
+                for cap in capabilities
+                if cap.name != "rtx"
+            )
+        ]
+        if not relayable:
+            offered = ", ".join(sorted({describe_offered(c) for c in m.rtp.codecs})) or "none"
+            raise UnsupportedOffer(
+                f"no codec of the {m.kind} m-line can be relayed: it offers {offered}; "
+                "Meridian relays H.264 "
+                "(packetization-mode 1; baseline, main or high profile), VP8 and Opus"
+            )
+
+
 def require_viewer_codecs(
     description: sdp.SessionDescription, codecs: dict[str, RelayCodec]
 ) -> dict[str, int]:
@@ -105,7 +156,7 @@ def require_viewer_codecs(
             continue
         payload_type = matching_payload_type(m, codec)
         if payload_type is None:
-            offered = ", ".join(sorted({c.mimeType for c in m.rtp.codecs})) or "none"
+            offered = ", ".join(sorted({describe_offered(c) for c in m.rtp.codecs})) or "none"
             raise UnsupportedOffer(
                 f"the studio sends {codec.describe()}, which the offer's {m.kind} m-line "
                 f"does not accept (it offers {offered}); Meridian does not transcode"
@@ -120,6 +171,8 @@ def require_viewer_codecs(
 async def apply_remote_offer(pc: RTCPeerConnection, offer_sdp: str) -> None:
     try:
         await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+    except OperationError as exc:
+        raise UnsupportedOffer(f"the SDP offer cannot be served: {exc}") from exc
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise InvalidOffer(f"the SDP offer was refused: {exc}") from exc
 

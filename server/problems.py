@@ -39,9 +39,17 @@ class Problem(web.HTTPException):
         self.content_type = "application/problem+json"
 
 
-def problem_from_http_error(exc: web.HTTPException) -> Problem:
+def problem_from_http_error(request: web.Request, exc: web.HTTPException) -> Problem:
     """aiohttp's own errors (404 route, 405, 413 body) in the same shape."""
-    detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        detail = f"{exc.method} is not allowed on {request.path}; allowed: {allowed}"
+    elif isinstance(exc, web.HTTPNotFound):
+        detail = f"nothing is served at {request.path}"
+    elif exc.text and not exc.text.startswith(f"{exc.status}:"):
+        detail = exc.text
+    else:
+        detail = exc.reason
     headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
     return Problem(exc.status, exc.reason, detail or exc.reason, headers=headers)
 
@@ -55,7 +63,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        raise problem_from_http_error(exc) from None
+        raise problem_from_http_error(request, exc) from None
     except Exception:
         log.exception("unexpected error answering %s %s", request.method, request.path)
         raise Problem(

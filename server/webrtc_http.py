@@ -200,6 +200,9 @@ async def establish(
     except OfferRejected as exc:
         session.end("rejected")
         raise refusal(exc, app[SETTINGS].relay.offline_retry_after) from None
+    except BaseException:
+        session.end("failed")  # never leave a peer connection open behind an error
+        raise
     resource = SessionResource(session_id, protocol, studio_id, session)
     resource.ice_ufrag, resource.ice_pwd = ice_credentials(offer)
     app[SESSIONS].add(resource)

@@ -63,7 +63,9 @@ async def test_viewers_get_sender_reports_for_audio_and_video(
 async def test_video_only_and_audio_only_studios(
     server: TestServer, http: aiohttp.ClientSession, video: str | None, audio: bool
 ) -> None:
-    async with publishing(http, url(server, "/whip/cairo"), TOKENS["cairo"], video=video, audio=audio):
+    async with publishing(
+        http, url(server, "/whip/cairo"), TOKENS["cairo"], video=video, audio=audio
+    ):
         await wait_live(http, server, "cairo")
         async with http.get(url(server, "/api/studios")) as response:
             cairo = next(s for s in (await response.json())["studios"] if s["id"] == "cairo")
