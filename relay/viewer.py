@@ -59,6 +59,7 @@ class ViewerTrackSink:
     __slots__ = (
         "_address",
         "_buffer_limit",
+        "_on_first_keyframe",
         "_on_slow",
         "_slow",
         "_socket",
@@ -80,6 +81,7 @@ class ViewerTrackSink:
         path: rtc_internals.MediaPath,
         buffer_limit: int,
         on_slow: Callable[[], None],
+        on_first_keyframe: Callable[[], None] | None = None,
     ) -> None:
         self.track = track
         self.payload_type = payload_type
@@ -89,6 +91,7 @@ class ViewerTrackSink:
         self._address = path.address
         self._buffer_limit = buffer_limit
         self._on_slow = on_slow
+        self._on_first_keyframe = on_first_keyframe
         self._slow = False
         self.waiting_for_keyframe = True
         self.first_keyframe_at: float | None = None
@@ -105,6 +108,8 @@ class ViewerTrackSink:
             self.waiting_for_keyframe = self._slow = False
             if self.first_keyframe_at is None:
                 self.first_keyframe_at = time.monotonic()
+                if self._on_first_keyframe is not None:
+                    self._on_first_keyframe()
         socket = self._socket
         if socket.get_write_buffer_size() > self._buffer_limit:
             # The viewer's link cannot keep up: skip to the next keyframe rather than
@@ -146,6 +151,7 @@ class ViewerSession:
         connect_timeout: float = 30.0,
         send_buffer_bytes: int = 256 * 1024,
         on_end: Callable[[ViewerSession, str], None] | None = None,
+        on_joined: Callable[[ViewerSession], None] | None = None,
     ) -> None:
         self.source = source
         self.country = country
@@ -163,6 +169,9 @@ class ViewerSession:
         self._connect_timeout = connect_timeout
         self._send_buffer_bytes = send_buffer_bytes
         self._on_end = on_end
+        self._on_joined = on_joined
+        # The ICE-selected remote address of the media path, once connected.
+        self.remote_address: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing: asyncio.Future[None] | None = None
 
@@ -253,12 +262,14 @@ class ViewerSession:
                 self.end("ice_failed")
                 return
             track = self.source.tracks[kind]
+            self.remote_address = path.address[0]
             sink = ViewerTrackSink(
                 track,
                 self._payload_types[kind],
                 path,
                 self._send_buffer_bytes,
                 self.source.request_keyframe,
+                self._joined if kind == "video" else None,
             )
             if kind != "video":
                 sink.waiting_for_keyframe = False
@@ -267,6 +278,11 @@ class ViewerSession:
         self.connected_at = time.monotonic()
         self.source.request_keyframe()
         self._spawn(self._send_sender_reports())
+
+    def _joined(self) -> None:
+        """The first keyframe went out: the viewer sees the picture from now on."""
+        if self._on_joined is not None:
+            self._on_joined(self)
 
     async def _expire_if_not_connected(self) -> None:
         await asyncio.sleep(self._connect_timeout)
