@@ -179,10 +179,6 @@ class Child:
                 self._reader.cancel()
             self._log.close()
 
-    def kill_now(self) -> None:
-        """Last resort, for cleanup paths that cannot await."""
-        self._signal(signal.SIGKILL)
-
     def _signal(self, signum: int) -> None:
         if self.running:
             with contextlib.suppress(ProcessLookupError):

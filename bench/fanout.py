@@ -61,7 +61,8 @@ class Options:
 @dataclass
 class Snapshot:
     t: float
-    server_cpu: float
+    server_cpu: float  # user + system seconds
+    server_system_cpu: float
     server_rss: int
     metrics: dict[str, float]
     viewers: list[list[int]] = field(default_factory=list)  # per viewer, see bench.viewers
@@ -92,6 +93,7 @@ class PointResult:
     keyframe_requests: int
     # server cost
     server_cpu_percent: float
+    server_system_cpu_percent: float  # the kernel's part of it (sendto, UDP)
     baseline_cpu_percent: float  # studio alone, no viewers
     us_per_packet: float  # all server CPU / forwarded packets
     marginal_us_per_packet: float  # (CPU - baseline CPU) / forwarded packets
@@ -230,7 +232,15 @@ class Bench:
             cpus=load_cpus,
         )
         stack.push_async_callback(publisher.stop, 8.0)
-        self.info.encoded = await publisher.expect("encoded", 90.0)
+        self.info.encoded = e = await publisher.expect("encoded", 90.0)
+        print(
+            f"  studio loop encoded in {e['encode_seconds']:.1f} s: video "
+            f"{e['video_bitrate'] / 1e6:.2f} Mbit/s (from the packets' sizes), "
+            f"Opus {e['audio_bitrate'] / 1e3:.0f} kbit/s, "
+            f"~{e['rtp_packets_per_second_estimate']:.0f} RTP packets/s",
+            file=sys.stderr,
+            flush=True,
+        )
         await publisher.expect("connected", 30.0)
         await self._wait_live(20.0)
 
@@ -314,11 +324,11 @@ class Bench:
         for child in children:
             await child.send(f"snapshot {tag}")
         t = time.monotonic()
-        cpu = procfs.cpu_seconds(self.server.pid)
+        user, system = procfs.cpu_times(self.server.pid)
         rss = procfs.rss_bytes(self.server.pid)
         async with self.http.get(self.base + "/metrics") as response:
             metrics = prom.sum_by_name(await response.text())
-        snapshot = Snapshot(t, cpu, rss, metrics)
+        snapshot = Snapshot(t, user + system, system, rss, metrics)
         for child in self.load:
             answer = await child.expect("snapshot", 15.0, {"id": tag})
             snapshot.viewers.extend(answer["viewers"])
@@ -376,6 +386,9 @@ class Bench:
             viewer_nacks=round(prom.delta(end.metrics, start.metrics, NACKS)),
             keyframe_requests=round(prom.delta(end.metrics, start.metrics, KEYFRAME_REQUESTS)),
             server_cpu_percent=round(cpu / seconds * 100, 2),
+            server_system_cpu_percent=round(
+                (end.server_system_cpu - start.server_system_cpu) / seconds * 100, 2
+            ),
             baseline_cpu_percent=round(base_cpu_rate * 100, 2),
             us_per_packet=round(us_per_packet, 3),
             marginal_us_per_packet=round(marginal_us, 3),

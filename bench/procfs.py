@@ -16,13 +16,18 @@ from pathlib import Path
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of every thread of `pid` so far, in seconds (/proc/<pid>/stat)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(utime, stime) of every thread of `pid` so far, in seconds (/proc/<pid>/stat)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     # The command name (field 2) is in parentheses and may hold spaces: split after it.
     fields = stat[stat.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-    return (utime + stime) / _CLOCK_TICKS
+    return utime / _CLOCK_TICKS, stime / _CLOCK_TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread of `pid` so far, in seconds."""
+    return sum(cpu_times(pid))
 
 
 def rss_bytes(pid: int) -> int:

@@ -73,16 +73,20 @@ def markdown(
         "received / packets the server sent; *worst viewer* = one viewer's received packets / "
         "packets the studio sent.",
         "",
-        "| viewers | baseline CPU (studio only) | marginal viewers/core | forwarded Mbit/s "
+        "| viewers | server CPU user + system | baseline CPU (studio only) "
+        "| marginal viewers/core | stream Mbit/s at ingest | forwarded Mbit/s "
         "| dropped | NACKs | keyframe requests | joins took | load processes CPU "
         "| publisher CPU |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
+        user = r.server_cpu_percent - r.server_system_cpu_percent
         load = " + ".join(f"{c:.0f} %" for c in r.load_process_cpu_percent)
         lines.append(
-            f"| {r.viewers} | {r.baseline_cpu_percent:.1f} % | {r.marginal_viewers_per_core:.0f} "
-            f"| {r.forwarded_payload_mbps:.1f} | {r.dropped_packets} | {r.viewer_nacks} "
+            f"| {r.viewers} | {user:.1f} % + {r.server_system_cpu_percent:.1f} % "
+            f"| {r.baseline_cpu_percent:.1f} % | {r.marginal_viewers_per_core:.0f} "
+            f"| {r.stream_payload_mbps:.2f} | {r.forwarded_payload_mbps:.1f} "
+            f"| {r.dropped_packets} | {r.viewer_nacks} "
             f"| {r.keyframe_requests} | {r.join_seconds:.1f} s | {load} "
             f"| {r.publisher_cpu_percent:.0f} % |"
         )
