@@ -4,6 +4,7 @@
 #   make test [PYTEST_ARGS="-k whip -x"]        lint, then the test suite
 #   make lint                                   ruff check, ruff format --check, mypy
 #   make bench [ARGS=...]                       benchmarks (python -m bench)
+#   make world-map                              regenerate the world map file from npm (web/)
 #   make clean                                  remove the venv and caches
 #
 # The virtual environment lives in .venv. Requirements are reinstalled only when
@@ -24,7 +25,14 @@ PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check 
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench clean venv deps dev-deps
+.PHONY: run test lint bench clean venv deps dev-deps system-deps
+
+# Debian packages the tests need (prometheus: a real Prometheus server scrapes Meridian).
+# Extend the list, do not replace it: APT_PACKAGES += another-package
+APT_PACKAGES := prometheus
+# Browser tests: Debian's Chromium, driven by Playwright (never `playwright install`), and
+# fonts for the pages, colour emoji for the studios' flags.
+APT_PACKAGES += chromium chromium-driver fonts-liberation fonts-noto-color-emoji
 
 venv: $(BIN)/python
 deps: $(RUNTIME_STAMP)
@@ -58,7 +66,27 @@ $(DEV_STAMP): requirements-dev.txt $(RUNTIME_STAMP)
 run: $(RUNTIME_STAMP)
 	$(BIN)/python run.py $(ARGS)
 
-test: $(DEV_STAMP)
+# Installs the missing APT_PACKAGES as root with apt-get; otherwise names them and stops.
+system-deps:
+	@missing=""; \
+	for package in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' "$$package" 2>/dev/null | grep -q "install ok installed" \
+	    || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing$$missing with apt-get"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && \
+	    apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "error: the tests need these Debian packages:$$missing" >&2; \
+	    echo "error: install them first: sudo apt-get install$$missing" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+test: $(DEV_STAMP) system-deps
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -66,6 +94,12 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The audience page's world map: regenerate server/static/world-110m.json (committed) from
+# the npm packages pinned in web/package-lock.json. Only needed when those pins change.
+.PHONY: world-map
+world-map:
+	cd web && npm ci --no-audit --no-fund && node build-world-map.mjs
 
 bench: $(DEV_STAMP)
 	$(BIN)/python -m bench $(ARGS)

@@ -7,6 +7,8 @@ typo is fixed from the first line of the log rather than found at the first publ
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import math
 import re
 import secrets
@@ -15,15 +17,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, get_type_hints
 
+import maxminddb
+
 from config.settings import (
     DemoSettings,
+    GeoSettings,
     RelaySettings,
     ServerSettings,
     Settings,
     StudioSettings,
 )
 
-__all__ = ["ConfigError", "load_settings"]
+__all__ = ["COUNTRY_CODES", "ConfigError", "load_settings"]
 
 
 class ConfigError(ValueError):
@@ -35,6 +40,7 @@ _SECTIONS: dict[str, type] = {
     "server": ServerSettings,
     "relay": RelaySettings,
     "demo": DemoSettings,
+    "geo": GeoSettings,
 }
 _TOP_SCALARS = ("log_level", "log_format")
 _STUDIO_KEYS = ("id", "name", "country", "city", "token", "token_env", "token_file")
@@ -44,9 +50,9 @@ _MIN_TOKEN_LEN = 16
 _ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _ORIGIN = re.compile(r"\*|https?://[^/\s]+")  # what a browser sends: no path, no trailing "/"
 _BEARER = re.compile(r"[A-Za-z0-9._~+/-]+=*")  # RFC 6750 b64token, so any token can be sent
-# ISO 3166-1 alpha-2, plus the user-assigned "ZZ" (unknown) that the demo studio uses;
+# ISO 3166-1 alpha-2 (plus "XK", Kosovo, as GeoIP databases and registries use it);
 # listed rather than shape-checked because "UK" for "GB" is the classic mistake.
-_COUNTRY_CODES = (
+_COUNTRY_LIST = (
     "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN"
     " BO BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ"
     " DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL"
@@ -55,9 +61,13 @@ _COUNTRY_CODES = (
     " MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP"
     " NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD"
     " SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO"
-    " TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW ZZ"
+    " TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS XK YE YT ZA ZM ZW"
 )
-_COUNTRIES = frozenset(_COUNTRY_CODES.split())
+COUNTRY_CODES = frozenset(_COUNTRY_LIST.split())
+# Studios may also use the user-assigned "ZZ" (unknown), as the demo studio does.
+_STUDIO_COUNTRIES = COUNTRY_CODES | {"ZZ"}
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]+")
+_LABEL = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 class _Rule(NamedTuple):
@@ -68,6 +78,16 @@ class _Rule(NamedTuple):
 
 def _positive(value: float) -> bool:
     return value > 0
+
+
+def _networks(values: tuple[str, ...]) -> bool:
+    for value in values:
+        ipaddress.ip_network(value, strict=False)  # ValueError: rejected below
+    return True
+
+
+def _unknown_label(value: str) -> bool:
+    return bool(_LABEL.fullmatch(value)) and value.upper() not in _STUDIO_COUNTRIES
 
 
 def _even_positive(value: int) -> bool:
@@ -92,6 +112,16 @@ _RULES: dict[str, _Rule] = {
     "demo.height": _Rule("a positive even integer", _even_positive),
     "demo.fps": _Rule("a positive integer", _positive),
     "demo.loop_seconds": _Rule("a positive number", _positive),
+    "geo.trusted_proxies": _Rule(
+        'a list of CIDRs or addresses like "10.0.0.0/8" or "2001:db8::1"', _networks
+    ),
+    "geo.country_headers": _Rule(
+        'a list of header names like "CF-IPCountry"',
+        lambda v: all(_HEADER_NAME.fullmatch(h) for h in v),
+    ),
+    "geo.unknown_label": _Rule(
+        "1 to 32 letters, digits, - or _, and not an ISO country code", _unknown_label
+    ),
     "log_level": _Rule(
         "one of DEBUG, INFO, WARNING, ERROR",
         lambda v: v in ("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -101,7 +131,7 @@ _RULES: dict[str, _Rule] = {
     "studios.id": _Rule(f"an id matching ^{_ID.pattern}$", _ID.fullmatch),
     "studios.name": _Rule("a non-empty string", lambda v: bool(v.strip())),
     "studios.country": _Rule(
-        'an ISO 3166-1 alpha-2 code like "DE"', lambda v: v in _COUNTRIES, str.upper
+        'an ISO 3166-1 alpha-2 code like "DE"', lambda v: v in _STUDIO_COUNTRIES, str.upper
     ),
 }
 
@@ -289,10 +319,26 @@ def _studios(raw: Any, environ: Mapping[str, str], base: Path) -> list[StudioSet
     return studios
 
 
+def _geo_database(geo: GeoSettings, from_env: bool, base: Path) -> GeoSettings:
+    """Resolve `geo.database` against the file's directory and check it opens."""
+    if not geo.database:
+        return geo
+    where = "geo.database (from MERIDIAN_GEO__DATABASE)" if from_env else "geo.database"
+    file = base / Path(geo.database).expanduser()
+    try:
+        maxminddb.open_database(str(file)).close()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {file}: {exc.strerror or exc}") from None
+    except (maxminddb.InvalidDatabaseError, ValueError) as exc:
+        raise ConfigError(f"{where}: {file} is not a MaxMind DB file ({exc})") from None
+    return dataclasses.replace(geo, database=str(file))
+
+
 def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
     """Settings from `path` (defaults only when None), overridden by `environ`.
 
-    Relative `token_file` paths are resolved against the file's directory.  When the
+    Relative `token_file` and `geo.database` paths are resolved against the file's
+    directory (the working directory when there is no file).  When the
     demo is enabled and no studio has its id, a demo studio with a fresh random token
     is appended: the server publishes the test pattern to itself with that token.
     """
@@ -311,6 +357,8 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
     scalars = _fields("", top_kinds, top, env.get("", {}))
 
     base = path.parent if path is not None else Path.cwd()
+    from_env = "database" in env.get("geo", {})
+    sections["geo"] = _geo_database(sections["geo"], from_env, base)
     studios = _studios(raw.get("studios", []), environ, base)
     demo: DemoSettings = sections["demo"]
     if demo.enabled and not any(studio.id == demo.studio_id for studio in studios):

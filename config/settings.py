@@ -56,10 +56,26 @@ class DemoSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class GeoSettings:
+    """Where a viewer's country comes from (see DESIGN.md, "Geography")."""
+
+    # Proxies (CIDRs or single addresses) whose forwarding headers are believed: a country
+    # header, then Forwarded / X-Forwarded-For. Empty: every such header is ignored.
+    trusted_proxies: tuple[str, ...] = ()
+    # Country headers a trusted proxy or CDN sets (ISO 3166-1 alpha-2), first one present wins.
+    country_headers: tuple[str, ...] = ("CF-IPCountry", "CloudFront-Viewer-Country")
+    # MaxMind-format database (GeoLite2/GeoIP2 Country or City); empty: the embedded table.
+    database: str = ""
+    # Country label for private, loopback and unresolvable addresses.
+    unknown_label: str = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
+    geo: GeoSettings = field(default_factory=GeoSettings)
     studios: tuple[StudioSettings, ...] = ()
     log_level: str = "INFO"
     log_format: str = "text"  # "text" or "json"

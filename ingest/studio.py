@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver
+from aiortc import RTCRtpTransceiver
 from aiortc.rtp import RtcpSrPacket, RtpPacket
 
 from relay import rtc_internals
@@ -37,6 +37,7 @@ class StudioSession:
         source: Source,
         *,
         connect_timeout: float = 30.0,
+        certificate: rtc_internals.SharedCertificate | None = None,
         on_end: Callable[[StudioSession, str], None] | None = None,
     ) -> None:
         self.source = source
@@ -45,8 +46,9 @@ class StudioSession:
         self.codecs: dict[str, RelayCodec] = {}
         self.last_packet_at = 0.0
         self.packets_ignored = 0
+        self.nacks_sent: dict[str, int] = {}  # per kind, NACKs sent to the studio
         self.ended = asyncio.Event()
-        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._pc = rtc_internals.new_peer_connection(certificate)
         self._transceivers: dict[str, RTCRtpTransceiver] = {}
         self._video_ssrc: int | None = None
         self._connect_timeout = connect_timeout
@@ -89,7 +91,7 @@ class StudioSession:
             supported = "H.264 (packetization-mode 1), VP8 and Opus"
             raise UnsupportedOffer(f"the offer has no codec Meridian relays; it takes {supported}")
         dtls = next(iter(self._transceivers.values())).receiver.transport
-        rtc_internals.keep_consent_while_receiving(dtls, self._media_fresh)
+        rtc_internals.supervise_consent(dtls, rtc_internals.studio_consent(self._media_fresh))
         self._spawn(self._expire_if_not_connected())
         return str(pc.localDescription.sdp)
 
@@ -120,7 +122,18 @@ class StudioSession:
                 info = report.sender_info
                 self.source.tracks[kind].take_sender_report(info.ntp_timestamp, info.rtp_timestamp)
 
+        def on_nack() -> None:
+            self.nacks_sent[kind] = self.nacks_sent.get(kind, 0) + 1
+
         rtc_internals.tap_receiver(receiver, on_packet, on_sender_report)
+        rtc_internals.count_nacks_sent(receiver, on_nack)
+
+    def packets_lost(self) -> dict[str, int]:
+        """Packets lost on the way from the studio so far, per kind (read at scrape time)."""
+        return {
+            kind: rtc_internals.receiver_packets_lost(transceiver.receiver)
+            for kind, transceiver in self._transceivers.items()
+        }
 
     def request_keyframe(self) -> None:
         transceiver = self._transceivers.get("video")

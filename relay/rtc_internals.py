@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -22,7 +23,15 @@ import aioice.ice
 import aioice.stun
 import aiortc
 import aiortc.codecs
-from aiortc import RTCRtpCodecParameters, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc import (
+    RTCCertificate,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpCodecParameters,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+)
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtcpFeedback
 from aiortc.rtp import RtcpPacket, RtcpSrPacket, RtpPacket
@@ -55,20 +64,31 @@ def check_internals() -> None:
         (RTCRtpReceiver, "_handle_rtp_packet"),
         (RTCRtpReceiver, "_handle_rtcp_packet"),
         (RTCRtpReceiver, "_send_rtcp_pli"),
+        (RTCRtpReceiver, "_send_rtcp_nack"),
         (RTCRtpSender, "_handle_rtcp_packet"),
         (RTCRtpSender, "_run_rtcp"),
         (RTCDtlsTransport, "_send_rtp"),
         (aioice.ice.Connection, "query_consent"),
         (aioice.ice.Connection, "build_request"),
+        (aioice.ice.Connection, "request_received"),
+        (aioice.ice.Connection, "respond_error"),
         (aiortc.codecs, "CODECS"),
     ]
     problems += [f"{owner!r} has no {name}" for owner, name in expected if not hasattr(owner, name)]
     instance_attributes: list[tuple[type, tuple[str, ...]]] = [
-        (RTCRtpReceiver, ("_RTCRtpReceiver__jitter_buffer", "_RTCRtpReceiver__codecs")),
+        (
+            RTCRtpReceiver,
+            (
+                "_RTCRtpReceiver__jitter_buffer",
+                "_RTCRtpReceiver__codecs",
+                "_RTCRtpReceiver__remote_streams",
+            ),
+        ),
         (RTCRtpSender, ("_ssrc", "_RTCRtpSender__rtcp_started", "_RTCRtpSender__rtcp_exited")),
         (RTCRtpTransceiver, ("_codecs",)),
         (RTCDtlsTransport, ("_tx_srtp", "_transport")),
         (aioice.ice.Connection, ("_nominated", "_query_consent_task", "remote_password")),
+        (RTCPeerConnection, ("_RTCPeerConnection__certificates",)),
     ]
     for cls, names in instance_attributes:
         assigned = vars(cls)["__init__"].__code__.co_names
@@ -132,6 +152,40 @@ def set_transceiver_codecs(
     transceiver._codecs = codecs
 
 
+class SharedCertificate:
+    """One DTLS certificate for every peer connection, renewed daily.
+
+    aiortc generates a key pair and a certificate for each peer connection; sharing
+    one removes that from every join (a burst of viewers joining is then cheaper) and
+    from every session's memory. Peers check the fingerprint of each session's SDP,
+    which stays right.
+    """
+
+    RENEW_AFTER_SECONDS = 24 * 3600.0  # aiortc's certificates are valid for 30 days
+
+    def __init__(self) -> None:
+        self._certificate = RTCCertificate.generateCertificate()
+        self._created = time.monotonic()
+
+    def current(self) -> RTCCertificate:
+        if time.monotonic() - self._created > self.RENEW_AFTER_SECONDS:
+            self._certificate = RTCCertificate.generateCertificate()
+            self._created = time.monotonic()
+        return self._certificate
+
+    def apply(self, pc: RTCPeerConnection) -> None:
+        """Make a new peer connection use the shared certificate (before any negotiation)."""
+        pc._RTCPeerConnection__certificates = [self.current()]  # type: ignore[attr-defined]
+
+
+def new_peer_connection(certificate: SharedCertificate | None) -> RTCPeerConnection:
+    """A peer connection for a studio or viewer: no STUN/TURN lookups, shared certificate."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    if certificate is not None:
+        certificate.apply(pc)
+    return pc
+
+
 # ----------------------------------------------------------------------------- ingest
 
 
@@ -179,19 +233,52 @@ def request_keyframe(receiver: RTCRtpReceiver, media_ssrc: int) -> Coroutine[Any
     return receiver._send_rtcp_pli(media_ssrc)
 
 
-def keep_consent_while_receiving(dtls: RTCDtlsTransport, media_fresh: Callable[[], bool]) -> None:
-    """Count media from the peer as consent (RFC 7675) when it answers no consent checks.
+def receiver_packets_lost(receiver: RTCRtpReceiver) -> int:
+    """Packets lost on the way in so far, from aiortc's receiver statistics (read only)."""
+    streams: dict[int, Any] = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+    return sum(max(0, int(stream.packets_lost)) for stream in list(streams.values()))
 
-    Some WHIP encoders (FFmpeg's muxer among them) never answer ICE consent checks;
-    aioice would then close their connection after half a minute although media keeps
-    arriving. Media arriving over the pair is proof enough that the peer wants it.
-    """
+
+def count_nacks_sent(receiver: RTCRtpReceiver, on_nack: Callable[[], None]) -> None:
+    """Call `on_nack` for every NACK aiortc's receiver sends to the studio."""
+    send_nack = receiver._send_rtcp_nack
+
+    async def send_and_count(media_ssrc: int, lost: list[int]) -> None:
+        on_nack()
+        await send_nack(media_ssrc, lost)
+
+    receiver._send_rtcp_nack = send_and_count  # type: ignore[method-assign]
+
+
+@dataclass(frozen=True)
+class ConsentPolicy:
+    """How often to check that the peer still wants media (RFC 7675), and when to give up."""
+
+    interval: float
+    failures: int
+    # Counts as consent when checks go unanswered (a peer that answers none but sends media).
+    media_fresh: Callable[[], bool] | None = None
+
+
+# Studios: aioice's own rhythm, and media from the studio counts as consent: some WHIP
+# encoders (FFmpeg's muxer among them) never answer consent checks, and aioice would
+# close their connection after half a minute although media keeps arriving.
+def studio_consent(media_fresh: Callable[[], bool]) -> ConsentPolicy:
+    return ConsentPolicy(aioice.ice.CONSENT_INTERVAL, aioice.ice.CONSENT_FAILURES, media_fresh)
+
+
+# Viewers: a vanished viewer is noticed within 10 s (four missed checks 2 s apart).
+VIEWER_CONSENT = ConsentPolicy(interval=2.0, failures=4)
+
+
+def supervise_consent(dtls: RTCDtlsTransport, policy: ConsentPolicy) -> None:
+    """Replace aioice's consent freshness loop with one that follows `policy`."""
     connection = dtls.transport._connection
 
     async def query_consent() -> None:
         failures = 0
         while True:
-            await asyncio.sleep(aioice.ice.CONSENT_INTERVAL * (0.8 + 0.4 * random.random()))
+            await asyncio.sleep(policy.interval * (0.8 + 0.4 * random.random()))
             for pair in list(connection._nominated.values()):
                 request = connection.build_request(pair, nominate=False)
                 try:
@@ -203,13 +290,38 @@ def keep_consent_while_receiving(dtls: RTCDtlsTransport, media_fresh: Callable[[
                     )
                     failures = 0
                 except aioice.stun.TransactionError:
-                    failures = 0 if media_fresh() else failures + 1
-            if failures >= aioice.ice.CONSENT_FAILURES:
+                    fresh = policy.media_fresh is not None and policy.media_fresh()
+                    failures = 0 if fresh else failures + 1
+            if failures >= policy.failures:
                 connection._query_consent_task = None
                 await connection.close()
                 return
 
     connection.query_consent = query_consent  # type: ignore[method-assign]
+    reject_checks_without_priority(connection)
+
+
+def reject_checks_without_priority(connection: aioice.ice.Connection) -> None:
+    """Answer an ICE check that lacks PRIORITY with a STUN 400 instead of failing.
+
+    RFC 8445 requires PRIORITY in every check, and aioice reads it unconditionally:
+    a check without it (sent by some FFmpeg 8.0 builds) would raise inside the UDP
+    protocol callback and close the socket. A clear error answer is what the client
+    deserves, and the session goes on.
+    """
+    request_received = connection.request_received
+
+    def checked(message: aioice.stun.Message, addr: tuple[str, int], protocol: Any) -> None:
+        if (
+            message.message_method == aioice.stun.Method.BINDING
+            and message.message_class == aioice.stun.Class.REQUEST
+            and "PRIORITY" not in message.attributes
+        ):
+            connection.respond_error(message, addr, protocol, (400, "Bad Request: no PRIORITY"))
+            return
+        request_received(message, addr, protocol)
+
+    connection.request_received = checked  # type: ignore[method-assign]
 
 
 # ----------------------------------------------------------------------------- egress

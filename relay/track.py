@@ -5,8 +5,8 @@ input is rebased onto the same output SSRC, sequence numbers and timestamps, so 
 player sees one continuous stream that resumes at the next keyframe.
 
 The hot path (`forward`) writes each packet's 12-byte header once per payload type
-and shares those bytes with every sink of that payload type; per sink only SRTP
-protection and the send remain.
+and shares those bytes with every sink of that payload type (relay/fanout.py); per
+sink only SRTP protection and the send remain.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from __future__ import annotations
 import random
 import struct
 import time
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 from relay.codecs import RelayCodec, keyframe_detector
+from relay.fanout import FanoutGroup, Sink
 from relay.packet_cache import CachedPacket, PacketCache
 
 _RTP_HEADER = struct.Struct("!BBHII")
@@ -45,20 +46,6 @@ def build_rtp(payload_type: int, packet: CachedPacket, ssrc: int) -> bytes:
     )
 
 
-class TrackSink(Protocol):
-    """Anything that takes a track's packets: a viewer, a recorder, an edge's pull."""
-
-    payload_type: int
-    packets: int  # sent so far
-    octets: int  # payload bytes sent so far
-    dropped: int  # not sent because the sink could not keep up
-
-    def send_rtp(self, packet: bytes, starts_keyframe: bool) -> None: ...
-
-    def wait_for_keyframe(self) -> None:
-        """Send nothing more until a packet that starts a keyframe."""
-
-
 class OutputTrack:
     def __init__(self, kind: str, cache_size: int = 1024) -> None:
         self.kind = kind
@@ -66,7 +53,8 @@ class OutputTrack:
         self.codec: RelayCodec | None = None
         self.cache = PacketCache(cache_size)
         self._starts_keyframe = keyframe_detector(RelayCodec("audio/none", 0))
-        self._groups: dict[int, list[TrackSink]] = {}
+        self._groups: dict[int, FanoutGroup] = {}
+        self._group_list: list[FanoutGroup] = []
         self._input_ssrc: int | None = None
         self._seq_offset = 0
         self._ts_offset = 0
@@ -81,8 +69,12 @@ class OutputTrack:
         self.bytes_in = 0
         self.keyframes_in = 0
         self.last_keyframe_at = 0.0
-        self.sink_errors = 0
-        self._retired = EgressTotals(0, 0, 0)
+        # Counts of fan-out groups and sinks that are gone (counters never go back).
+        self._delivered_before = 0
+        self._delivered_octets_before = 0
+        self._dropped_before = 0
+        self.retransmitted = 0
+        self.retransmitted_octets = 0
         self._keyframe_timestamp = -1
 
     # ------------------------------------------------------------------ input side
@@ -121,13 +113,9 @@ class OutputTrack:
         packet = CachedPacket(out_seq, out_ts, marker, payload)
         self.cache.put(packet)
         ssrc = self.ssrc
-        for payload_type, sinks in self._groups.items():
-            data = build_rtp(payload_type, packet, ssrc)
-            for sink in sinks:
-                try:
-                    sink.send_rtp(data, starts_keyframe)
-                except Exception:  # one broken sink must not starve the others
-                    self.sink_errors += 1
+        size = len(payload)
+        for group in self._group_list:
+            group.send(build_rtp(group.payload_type, packet, ssrc), size, starts_keyframe, marker)
 
     def _rebase(self, ssrc: int, sequence_number: int, timestamp: int, now: float) -> None:
         """Continue the output where it stopped, advanced by the time that has passed."""
@@ -138,8 +126,8 @@ class OutputTrack:
         self._input_ssrc = ssrc
         self.report_ntp = None
         if self.kind == "video":
-            for sink in self.sinks():
-                sink.wait_for_keyframe()
+            for group in self._group_list:
+                group.hold_all()
 
     def take_sender_report(self, ntp_timestamp: int, rtp_timestamp: int) -> None:
         """Keep the studio's NTP/RTP mapping, moved onto the output timeline."""
@@ -163,33 +151,56 @@ class OutputTrack:
 
     # ------------------------------------------------------------------ output side
 
-    def add_sink(self, sink: TrackSink) -> None:
-        self._groups.setdefault(sink.payload_type, []).append(sink)
+    def add_sink(self, sink: Sink) -> None:
+        """Attach a sink: video sinks start at the next keyframe, audio sinks at once."""
+        group = self._groups.get(sink.payload_type)
+        if group is None:
+            group = self._groups[sink.payload_type] = FanoutGroup(sink.payload_type)
+            self._group_list = list(self._groups.values())
+        if self.kind == "video":
+            group.add(sink)
+        else:
+            group.add_started(sink)
 
-    def remove_sink(self, sink: TrackSink) -> None:
-        sinks = self._groups.get(sink.payload_type, [])
-        if sink in sinks:
-            self._retired = EgressTotals(
-                self._retired.packets + sink.packets,
-                self._retired.octets + sink.octets,
-                self._retired.dropped + sink.dropped,
-            )
-            # A new list, so a forward() iterating the old one is not disturbed.
-            self._groups[sink.payload_type] = [s for s in sinks if s is not sink]
-            if not self._groups[sink.payload_type]:
-                del self._groups[sink.payload_type]
+    def remove_sink(self, sink: Sink) -> None:
+        group = self._groups.get(sink.payload_type)
+        if group is None or not group.remove(sink):
+            return
+        if not len(group):
+            self._delivered_before += group.delivered
+            self._delivered_octets_before += group.delivered_octets
+            self._dropped_before += group.dropped
+            del self._groups[sink.payload_type]
+            self._group_list = list(self._groups.values())
 
-    def sinks(self) -> list[TrackSink]:
-        return [sink for sinks in self._groups.values() for sink in sinks]
+    def sent_to(self, sink: Sink) -> tuple[int, int, int]:
+        """(packets, payload octets, dropped) for one sink."""
+        group = self._groups.get(sink.payload_type)
+        if group is None:
+            return sink.sent_packets, sink.sent_octets, sink.dropped
+        return (*group.packets_of(sink), group.dropped_of(sink))
+
+    def sinks(self) -> list[Sink]:
+        return [sink for group in self._group_list for sink in group.sinks()]
+
+    @property
+    def sink_errors(self) -> int:
+        return sum(group.errors for group in self._group_list)
 
     def egress_totals(self) -> EgressTotals:
-        """Everything sent to sinks so far, those gone included (counters never go back)."""
-        live = self.sinks()
-        return EgressTotals(
-            self._retired.packets + sum(s.packets for s in live),
-            self._retired.octets + sum(s.octets for s in live),
-            self._retired.dropped + sum(s.dropped for s in live),
-        )
+        """Everything sent to sinks so far, those gone included.
+
+        Kept as running sums by the groups, so that a scrape with thousands of viewers
+        walks only the few sinks that wait for a keyframe.
+        """
+        packets = self._delivered_before + self.retransmitted
+        octets = self._delivered_octets_before + self.retransmitted_octets
+        dropped = self._dropped_before
+        for group in self._group_list:
+            packets += group.delivered
+            octets += group.delivered_octets
+            dropped += group.dropped + group.pending_drops()
+        return EgressTotals(packets, octets, dropped)
 
     def seconds_since_keyframe(self) -> float:
         return time.monotonic() - self.last_keyframe_at

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver
+from aiortc import MediaStreamTrack, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import (
     RTCP_PSFB_FIR,
@@ -25,6 +25,7 @@ from aiortc.rtp import (
 
 from relay import rtc_internals
 from relay.errors import StudioOffline, UnsupportedOffer
+from relay.fanout import SendEntry
 from relay.negotiation import (
     add_remote_candidate,
     answer_only_with,
@@ -54,24 +55,24 @@ class _HeldTrack(MediaStreamTrack):
 
 
 class ViewerTrackSink:
-    """The per-viewer end of one track: the hot path is `send_rtp`."""
+    """The per-viewer end of one track, as a fan-out group sends to it."""
 
     __slots__ = (
-        "_address",
-        "_buffer_limit",
+        "_on_failure",
         "_on_first_keyframe",
         "_on_slow",
-        "_slow",
         "_socket",
+        "buffer_limit",
         "dropped",
+        "entry",
         "first_keyframe_at",
-        "octets",
-        "packets",
+        "group_base",
         "payload_type",
-        "protect",
         "protect_rtcp",
+        "sent_octets",
+        "sent_packets",
+        "slow_since",
         "track",
-        "waiting_for_keyframe",
     )
 
     def __init__(
@@ -82,62 +83,67 @@ class ViewerTrackSink:
         buffer_limit: int,
         on_slow: Callable[[], None],
         on_first_keyframe: Callable[[], None] | None = None,
+        on_failure: Callable[[], None] = lambda: None,
     ) -> None:
         self.track = track
         self.payload_type = payload_type
-        self.protect = path.protect
+        self.entry: SendEntry = (path.protect, path.socket.sendto, path.address)
         self.protect_rtcp = path.protect_rtcp
         self._socket = path.socket
-        self._address = path.address
-        self._buffer_limit = buffer_limit
+        self.buffer_limit = buffer_limit
         self._on_slow = on_slow
         self._on_first_keyframe = on_first_keyframe
-        self._slow = False
-        self.waiting_for_keyframe = True
+        self._on_failure = on_failure
         self.first_keyframe_at: float | None = None
-        self.packets = 0
-        self.octets = 0
+        self.sent_packets = 0
+        self.sent_octets = 0
         self.dropped = 0
+        self.group_base: tuple[int, int] | None = None
+        self.slow_since: int | None = None
 
-    def send_rtp(self, packet: bytes, starts_keyframe: bool) -> None:
-        if self.waiting_for_keyframe:
-            if not starts_keyframe:
-                if self._slow:
-                    self.dropped += 1
-                return
-            self.waiting_for_keyframe = self._slow = False
-            if self.first_keyframe_at is None:
-                self.first_keyframe_at = time.monotonic()
-                if self._on_first_keyframe is not None:
-                    self._on_first_keyframe()
-        socket = self._socket
-        if socket.get_write_buffer_size() > self._buffer_limit:
-            # The viewer's link cannot keep up: skip to the next keyframe rather than
-            # queue without bound or hold up the studio and the other viewers.
-            self.dropped += 1
-            self.waiting_for_keyframe = self._slow = True
-            self._on_slow()
-            return
-        socket.sendto(self.protect(packet), self._address)
-        self.packets += 1
-        self.octets += len(packet) - 12
+    @property
+    def packets(self) -> int:
+        return self.track.sent_to(self)[0]
+
+    @property
+    def octets(self) -> int:
+        return self.track.sent_to(self)[1]
+
+    def backlog(self) -> int:
+        return self._socket.get_write_buffer_size()
+
+    def started(self) -> None:
+        if self.first_keyframe_at is None:
+            self.first_keyframe_at = time.monotonic()
+            if self._on_first_keyframe is not None:
+                self._on_first_keyframe()
+
+    def fell_behind(self) -> None:
+        self._on_slow()
+
+    def failed(self) -> None:
+        self._on_failure()
 
     def retransmit(self, sequence_numbers: list[int]) -> int:
         """Answer a NACK from the track's packet cache; returns how many were resent."""
+        if self.group_base is None:
+            return 0  # waiting for a keyframe: old packets would not help
+        protect, send, address = self.entry
         track = self.track
         resent = 0
         for sequence_number in sequence_numbers:
             cached = track.cache.get(sequence_number)
             if cached is not None:
-                self.send_rtp(build_rtp(self.payload_type, cached, track.ssrc), False)
+                send(protect(build_rtp(self.payload_type, cached, track.ssrc)), address)
+                self.sent_packets += 1
+                self.sent_octets += len(cached.payload)
+                track.retransmitted += 1
+                track.retransmitted_octets += len(cached.payload)
                 resent += 1
         return resent
 
     def send_raw_rtcp(self, packet: bytes) -> None:
-        self._socket.sendto(self.protect_rtcp(packet), self._address)
-
-    def wait_for_keyframe(self) -> None:
-        self.waiting_for_keyframe = True
+        self._socket.sendto(self.protect_rtcp(packet), self.entry[2])
 
 
 class ViewerSession:
@@ -149,6 +155,7 @@ class ViewerSession:
         *,
         country: str = "unknown",
         connect_timeout: float = 30.0,
+        certificate: rtc_internals.SharedCertificate | None = None,
         send_buffer_bytes: int = 256 * 1024,
         on_end: Callable[[ViewerSession, str], None] | None = None,
         on_joined: Callable[[ViewerSession], None] | None = None,
@@ -165,7 +172,7 @@ class ViewerSession:
         self.ended = asyncio.Event()
         self._payload_types: dict[str, int] = {}
         self._transceivers: dict[str, RTCRtpTransceiver] = {}
-        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._pc = rtc_internals.new_peer_connection(certificate)
         self._connect_timeout = connect_timeout
         self._send_buffer_bytes = send_buffer_bytes
         self._on_end = on_end
@@ -182,11 +189,11 @@ class ViewerSession:
 
     @property
     def join_seconds(self) -> float | None:
-        """From the WHEP offer to the first keyframe sent to this viewer."""
-        video = self.sinks.get("video")
-        if video is None or video.first_keyframe_at is None:
+        """From the WHEP offer to the first keyframe sent (first packet for audio only)."""
+        sink = self.sinks.get("video") or self.sinks.get("audio")
+        if sink is None or sink.first_keyframe_at is None:
             return None
-        return video.first_keyframe_at - self.created_at
+        return sink.first_keyframe_at - self.created_at
 
     async def answer(self, offer_sdp: str) -> str:
         """Negotiate: take the viewer's offer, return the sendonly answer."""
@@ -211,6 +218,9 @@ class ViewerSession:
             rtc_internals.take_over_sender(transceiver.sender, track.ssrc, self._rtcp_handler(kind))
         await pc.setLocalDescription(await pc.createAnswer())
         self._transceivers = taken
+        transports = {id(t.sender.transport): t.sender.transport for t in taken.values()}
+        for transport in transports.values():  # one with BUNDLE
+            rtc_internals.supervise_consent(transport, rtc_internals.VIEWER_CONSENT)
         for kind, transceiver in taken.items():
             codec = negotiated_codec(transceiver)
             if codec is None or codec.payloadType is None:
@@ -256,6 +266,8 @@ class ViewerSession:
             self.end("ice_failed" if state == "failed" else "closed_by_peer")
 
     def _start_media(self) -> None:
+        # The viewer has joined when the picture starts, or the sound for audio only.
+        joined_by = "video" if "video" in self._transceivers else "audio"
         for kind, transceiver in self._transceivers.items():
             path = rtc_internals.media_path(transceiver.sender.transport)
             if path is None:
@@ -269,15 +281,18 @@ class ViewerSession:
                 path,
                 self._send_buffer_bytes,
                 self.source.request_keyframe,
-                self._joined if kind == "video" else None,
+                self._joined if kind == joined_by else None,
+                self._send_failed,
             )
-            if kind != "video":
-                sink.waiting_for_keyframe = False
             self.sinks[kind] = sink
             track.add_sink(sink)
         self.connected_at = time.monotonic()
         self.source.request_keyframe()
         self._spawn(self._send_sender_reports())
+
+    def _send_failed(self) -> None:
+        # Not from inside the fan-out loop that found it: end the session just after.
+        asyncio.get_running_loop().call_soon(self.end, "send_failed")
 
     def _joined(self) -> None:
         """The first keyframe went out: the viewer sees the picture from now on."""

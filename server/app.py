@@ -9,14 +9,15 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from config.settings import Settings
+from metrics.geo import GeoResolver
 from metrics.relay_metrics import RelayMetrics
 from relay import rtc_internals
 from relay.source import Source
-from server import api, whep, whip
+from server import api, audience, pages, whep, whip
 from server.cors import cors_middleware
 from server.problems import Handler, problem_middleware
 from server.sessions import SessionRegistry
-from server.state import METRICS, REGISTRY, SESSIONS, SETTINGS, SOURCES
+from server.state import CERTIFICATE, GEO, METRICS, REGISTRY, SESSIONS, SETTINGS, SOURCES
 
 SHUTDOWN_GRACE_SECONDS = 3.0
 
@@ -61,12 +62,21 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         for studio in settings.studios
     }
     app[SESSIONS] = SessionRegistry()
-    app[METRICS] = RelayMetrics(registry, lambda: app[SOURCES])
+    app[CERTIFICATE] = rtc_internals.SharedCertificate()
+    app[METRICS] = RelayMetrics(registry, lambda: app[SOURCES], settings.geo.unknown_label)
+    app[GEO] = GeoResolver(settings.geo)
     app.cleanup_ctx.append(end_sessions_on_shutdown)
+    app.on_cleanup.append(close_geo_database)
     whip.add_routes(app)
     whep.add_routes(app)
     api.add_routes(app)
+    audience.add_routes(app)
+    pages.add_routes(app)
     return app
+
+
+async def close_geo_database(app: web.Application) -> None:
+    app[GEO].close()
 
 
 async def end_sessions_on_shutdown(app: web.Application) -> AsyncIterator[None]:

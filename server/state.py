@@ -8,7 +8,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from config.settings import Settings
+from metrics.geo import GeoResolver
 from metrics.relay_metrics import RelayMetrics
+from relay.rtc_internals import SharedCertificate
 from relay.source import Source
 from server.sessions import SessionRegistry
 
@@ -17,3 +19,5 @@ SOURCES = web.AppKey("sources", Mapping[str, Source])
 SESSIONS = web.AppKey("sessions", SessionRegistry)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 METRICS = web.AppKey("metrics", RelayMetrics)
+GEO = web.AppKey("geo", GeoResolver)
+CERTIFICATE = web.AppKey("certificate", SharedCertificate)

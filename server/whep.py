@@ -11,14 +11,15 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from metrics.geo import Located
 from relay.viewer import ViewerSession
 from server import webrtc_http
-from server.state import SETTINGS, SOURCES
+from server.state import CERTIFICATE, GEO, METRICS, SETTINGS, SOURCES
 
 
-def viewer_country(request: web.Request) -> str:
-    """Resolved by the geography layer when configured; `unknown` until then."""
-    return "unknown"
+def locate_viewer(request: web.Request) -> Located:
+    """The viewer's country from the request (trusted proxy headers, else the peer address)."""
+    return request.app[GEO].locate(request.remote, request.headers)
 
 
 def open_session(request: web.Request) -> None:
@@ -30,15 +31,27 @@ async def watch(request: web.Request) -> web.Response:
     offer = await webrtc_http.read_body(request, webrtc_http.SDP, "Accept-Post")
     relay = request.app[SETTINGS].relay
     source = request.app[SOURCES][studio.id]
-    country = viewer_country(request)
+    geo, metrics = request.app[GEO], request.app[METRICS]
+    located = locate_viewer(request)
+
+    def joined(session: ViewerSession) -> None:
+        # Resolved once more at most: the media path's address, when the request's was private.
+        session.country = geo.refine(located, session.remote_address)
+        metrics.viewer_joined(session, studio.id, session.country, session.join_seconds)
 
     def create(on_end: Callable[[object, str], None]) -> ViewerSession:
+        def ended(session: ViewerSession, reason: str) -> None:
+            metrics.viewer_left(session)
+            on_end(session, reason)
+
         return ViewerSession(
             source,
-            country=country,
+            country=located.country,
             connect_timeout=relay.connect_timeout,
+            certificate=request.app[CERTIFICATE],
             send_buffer_bytes=relay.viewer_send_buffer_bytes,
-            on_end=on_end,
+            on_end=ended,
+            on_joined=joined,
         )
 
     return await webrtc_http.establish(request, "whep", studio.id, offer, create)

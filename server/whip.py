@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ingest.studio import StudioSession
 from server import webrtc_http
-from server.state import SETTINGS, SOURCES
+from server.state import CERTIFICATE, SETTINGS, SOURCES
 
 
 def authorize_session(request: web.Request) -> None:
@@ -27,9 +27,15 @@ async def publish(request: web.Request) -> web.Response:
     offer = await webrtc_http.read_body(request, webrtc_http.SDP, "Accept-Post")
     relay = request.app[SETTINGS].relay
     source = request.app[SOURCES][studio.id]
+    certificate = request.app[CERTIFICATE]
 
     def create(on_end: Callable[[object, str], None]) -> StudioSession:
-        return StudioSession(source, connect_timeout=relay.connect_timeout, on_end=on_end)
+        return StudioSession(
+            source,
+            connect_timeout=relay.connect_timeout,
+            certificate=certificate,
+            on_end=on_end,
+        )
 
     return await webrtc_http.establish(request, "whip", studio.id, offer, create)
 

@@ -13,6 +13,7 @@ import pytest
 from config.loader import ConfigError, load_settings
 from config.settings import (
     DemoSettings,
+    GeoSettings,
     RelaySettings,
     ServerSettings,
     Settings,
@@ -52,6 +53,8 @@ def test_defaults_without_file() -> None:
     assert settings.server == ServerSettings()
     assert settings.relay == RelaySettings()
     assert settings.demo == DemoSettings()
+    assert settings.geo == GeoSettings()
+    assert settings.geo.unknown_label == "unknown" and settings.geo.trusted_proxies == ()
     assert (settings.log_level, settings.log_format) == ("INFO", "text")
     [demo] = settings.studios
     assert (demo.id, demo.country) == ("demo", "ZZ")
@@ -75,6 +78,7 @@ def test_example_file_is_valid() -> None:
     assert settings.demo.enabled
     assert settings.server == ServerSettings()
     assert settings.relay == RelaySettings()
+    assert settings.geo == GeoSettings()
 
 
 def test_example_file_needs_its_token_variables() -> None:
@@ -84,7 +88,7 @@ def test_example_file_needs_its_token_variables() -> None:
 
 def test_example_file_documents_every_option() -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
-    for section in (ServerSettings(), RelaySettings(), DemoSettings()):
+    for section in (ServerSettings(), RelaySettings(), DemoSettings(), GeoSettings()):
         for name in section.__slots__:
             assert re.search(rf"^#? ?{name} = ", text, re.MULTILINE), name
     assert "# log_level = " in text and "# log_format = " in text
@@ -175,7 +179,10 @@ def test_env_rejections(environ: dict[str, str], expected: str) -> None:
             "log_level: must be one of DEBUG, INFO, WARNING, ERROR, got 'TRACE'",
         ),
         ('log_format = "xml"', "log_format: must be one of text, json"),
-        ("log_levl = 1", "log_levl: unknown key; allowed: server, relay, demo, studios, log_level"),
+        (
+            "log_levl = 1",
+            "log_levl: unknown key; allowed: server, relay, demo, geo, studios, log_level",
+        ),
         ("server = 1", "server: must be a table"),
         ('[server]\nport = "abc"', "server.port: must be an integer 1..65535, got 'abc'"),
         ("[server]\nport = 0", "server.port: must be an integer 1..65535, got 0"),
@@ -366,3 +373,58 @@ def test_non_utf8_file_names_it(tmp_path: Path) -> None:
 
 def test_config_error_is_a_value_error() -> None:
     assert issubclass(ConfigError, ValueError)
+
+
+# ---------------------------------------------------------------------------- [geo]
+
+
+def test_geo_section_and_overrides(tmp_path: Path) -> None:
+    text = (
+        '[geo]\ntrusted_proxies = ["10.0.0.0/8", "2001:db8::1"]\n'
+        'country_headers = ["X-Country"]\nunknown_label = "elsewhere"\n'
+    )
+    geo = load(tmp_path, text).geo
+    assert geo == GeoSettings(("10.0.0.0/8", "2001:db8::1"), ("X-Country",), "", "elsewhere")
+    environ = {
+        "MERIDIAN_GEO__TRUSTED_PROXIES": "127.0.0.1, 192.168.0.0/16",
+        "MERIDIAN_GEO__UNKNOWN_LABEL": "xx-none",
+    }
+    geo = load(tmp_path, text, environ).geo
+    assert geo.trusted_proxies == ("127.0.0.1", "192.168.0.0/16")
+    assert (geo.country_headers, geo.unknown_label) == (("X-Country",), "xx-none")
+
+
+def test_geo_database_is_resolved_against_the_file(tmp_path: Path) -> None:
+    from tests.test_geo import write_mmdb
+
+    (tmp_path / "geo").mkdir()
+    write_mmdb(tmp_path / "geo" / "tiny.mmdb", {"8.8.8.0/24": "DE"})
+    settings = load(tmp_path, '[geo]\ndatabase = "geo/tiny.mmdb"\n')
+    assert settings.geo.database == str(tmp_path / "geo" / "tiny.mmdb")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[geo]\ntrusted_proxies = ["10.0.0.0/33"]',
+            'geo.trusted_proxies: must be a list of CIDRs or addresses like "10.0.0.0/8"',
+        ),
+        ('[geo]\ntrusted_proxies = "10.0.0.0/8"', "geo.trusted_proxies: must be a list"),
+        ('[geo]\ntrusted_proxies = ["proxy.example"]', "geo.trusted_proxies: must be"),
+        ('[geo]\ncountry_headers = ["CF IPCountry"]', "geo.country_headers: must be a list of"),
+        ('[geo]\nunknown_label = ""', "geo.unknown_label: must be 1 to 32 letters"),
+        ('[geo]\nunknown_label = "de"', "geo.unknown_label: must be 1 to 32 letters"),
+        ('[geo]\nunknown_label = "not known"', "geo.unknown_label: must be"),
+        ('[geo]\ndatabase = "missing.mmdb"', "geo.database: cannot read "),
+        ('[geo]\ndatabase = "meridian.toml"', "is not a MaxMind DB file"),
+        ("[geo]\nregion = 1", "geo.region: unknown key; allowed: trusted_proxies,"),
+    ],
+)
+def test_geo_rejections(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in rejects(tmp_path, text)
+
+
+def test_geo_database_from_the_environment_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"geo\.database \(from MERIDIAN_GEO__DATABASE\)"):
+        load_settings(None, {"MERIDIAN_GEO__DATABASE": str(tmp_path / "none.mmdb")})

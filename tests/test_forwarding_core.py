@@ -145,38 +145,42 @@ async def test_slow_viewer_is_dropped_to_the_next_keyframe_without_holding_other
     track.add_sink(slow)
     track.add_sink(fast)
     track.forward(1, 1, 0, 1, SPS)
-    slow_socket.buffered = 5000  # the slow viewer's socket queue is full
+    slow_socket.buffered = 5000  # the slow viewer's socket queue fills up
     for i in range(2, 10):
         track.forward(1, i, i * 3000, 1, bytes([0x41]))
     assert len(fast_socket.sent) == 9
-    assert len(slow_socket.sent) == 1
-    assert slow.dropped == 8 and requests == ["kf"]
+    # Found too slow at the end of the frame it was sent: held from then on.
+    assert len(slow_socket.sent) == 2
+    assert track.sent_to(slow) == (2, len(SPS) + 1, 7)
+    assert requests == ["kf"]
     slow_socket.buffered = 0
     track.forward(1, 10, 30000, 1, bytes([0x41]))  # still not a keyframe
-    assert len(slow_socket.sent) == 1
-    track.forward(1, 11, 33000, 1, SPS)
     assert len(slow_socket.sent) == 2
-    assert track.egress_totals().dropped == 9
+    track.forward(1, 11, 33000, 1, SPS)
+    assert len(slow_socket.sent) == 3
+    assert track.sent_to(slow)[2] == 8
+    assert track.egress_totals().dropped == 8
+
+
+class FailingSocket(FakeSocket):
+    def sendto(self, data: bytes, addr: tuple[str, int], /) -> None:
+        raise OSError("boom")
 
 
 async def test_a_failing_sink_does_not_starve_the_others() -> None:
-    class BrokenSink:
-        payload_type = 96
-        packets = octets = dropped = 0
-
-        def send_rtp(self, packet: bytes, starts_keyframe: bool) -> None:
-            raise OSError("boom")
-
-        def wait_for_keyframe(self) -> None:
-            pass
-
     track = OutputTrack("audio")
     track.set_codec(RelayCodec("audio/opus", 48000, 2))
     socket = FakeSocket()
-    track.add_sink(BrokenSink())
+    broken = FailingSocket()
+    track.add_sink(
+        ViewerTrackSink(
+            track, 96, MediaPath(bytes, bytes, broken, ("192.0.2.99", 1)), 1 << 20, lambda: None
+        )
+    )
     track.add_sink(ViewerTrackSink(track, 96, plain_path(socket), 1 << 20, lambda: None))
     track.forward(9, 1, 960, 1, b"\xfc\x00")
-    assert len(socket.sent) == 1 and track.sink_errors == 1
+    track.forward(9, 2, 1920, 0, b"\xfc\x01")
+    assert len(socket.sent) == 2 and track.sink_errors == 1
 
 
 class CountingPublisher:
