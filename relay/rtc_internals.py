@@ -23,6 +23,7 @@ import aioice.ice
 import aioice.stun
 import aiortc
 import aiortc.codecs
+import pylibsrtp
 from aiortc import (
     RTCCertificate,
     RTCConfiguration,
@@ -35,9 +36,12 @@ from aiortc import (
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtcpFeedback
 from aiortc.rtp import RtcpPacket, RtcpSrPacket, RtpPacket
+from pylibsrtp._binding import ffi as _srtp_ffi
+from pylibsrtp._binding import lib as _srtp_lib
 
 AIORTC_VERSION = "1.16.0"
 AIOICE_VERSION = "0.13.0"
+PYLIBSRTP_VERSION = "1.0.0"
 
 # H.264 profiles the relay accepts beyond aiortc's two baseline ones: Meridian never
 # decodes, so any profile a studio encodes can be forwarded to viewers that take it.
@@ -58,6 +62,10 @@ def check_internals() -> None:
     problems: list[str] = []
     if aiortc.__version__ != AIORTC_VERSION:
         problems.append(f"aiortc is {aiortc.__version__}, the relay is built on {AIORTC_VERSION}")
+    if pylibsrtp.__version__ != PYLIBSRTP_VERSION:
+        problems.append(
+            f"pylibsrtp is {pylibsrtp.__version__}, the relay is built on {PYLIBSRTP_VERSION}"
+        )
     if aioice.__version__ != AIOICE_VERSION:
         problems.append(f"aioice is {aioice.__version__}, the relay is built on {AIOICE_VERSION}")
     expected: list[tuple[object, str]] = [
@@ -89,6 +97,7 @@ def check_internals() -> None:
         (RTCDtlsTransport, ("_tx_srtp", "_transport")),
         (aioice.ice.Connection, ("_nominated", "_query_consent_task", "remote_password")),
         (RTCPeerConnection, ("_RTCPeerConnection__certificates",)),
+        (pylibsrtp.Session, ("_srtp", "_cdata", "_buffer")),
     ]
     for cls, names in instance_attributes:
         assigned = vars(cls)["__init__"].__code__.co_names
@@ -366,6 +375,37 @@ class MediaPath:
     address: tuple[str, int]
 
 
+def fast_protect(session: pylibsrtp.Session) -> Callable[[bytes], bytes]:
+    """SRTP protection with the per-call overhead of pylibsrtp's wrapper taken out.
+
+    `Session.protect` allocates a length cell, checks types and calls a helper for
+    every packet; done once per viewer and packet, that wrapper costs about as much
+    as the encryption. This closure keeps the same session, buffer and checks that
+    matter (length, libsrtp's status) and does the rest once.
+    """
+    srtp = session._srtp[0]
+    cdata = session._cdata
+    buffer = session._buffer
+    limit = len(cdata) - pylibsrtp.SRTP_MAX_TRAILER_LEN
+    length = _srtp_ffi.new("int *")
+    srtp_protect = _srtp_lib.srtp_protect
+
+    def protect(packet: bytes) -> bytes:
+        size = len(packet)
+        if size > limit:
+            raise ValueError("packet is too long")
+        length[0] = size
+        buffer[0:size] = packet
+        status = srtp_protect(srtp, cdata, length)
+        if status:
+            # Naming the session here also keeps it alive as long as this closure:
+            # libsrtp's state is freed with the Session object.
+            raise pylibsrtp.Error(f"srtp_protect failed with status {status} in {session!r}")
+        return cast(bytes, buffer[0 : length[0]])
+
+    return protect
+
+
 def media_path(dtls: RTCDtlsTransport) -> MediaPath | None:
     """The connected viewer's SRTP session and nominated pair, or None if not connected."""
     srtp = dtls._tx_srtp
@@ -373,7 +413,7 @@ def media_path(dtls: RTCDtlsTransport) -> MediaPath | None:
     if srtp is None or pair is None or pair.protocol.transport is None:
         return None
     socket = cast(DatagramSocket, pair.protocol.transport)
-    return MediaPath(srtp.protect, srtp.protect_rtcp, socket, pair.remote_addr)
+    return MediaPath(fast_protect(srtp), srtp.protect_rtcp, socket, pair.remote_addr)
 
 
 def parse_rtcp(data: bytes) -> list[Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import aiortc
+import pylibsrtp
 import pytest
 from aiortc import RTCRtpSender
 
@@ -31,3 +32,22 @@ def test_forwarded_h264_profiles_can_be_negotiated() -> None:
         if c.mimeType == "video/H264"
     ]
     assert profiles == ["42001f", "42e01f", "4d001f", "640c1f"]
+
+
+def srtp_session(key: bytes) -> pylibsrtp.Session:
+    policy = pylibsrtp.Policy(
+        key=key,
+        ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+        srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
+    )
+    return pylibsrtp.Session(policy)
+
+
+def test_fast_protect_gives_what_pylibsrtp_gives() -> None:
+    key = bytes(range(28))
+    reference, fast = srtp_session(key), rtc_internals.fast_protect(srtp_session(key))
+    for sequence_number in range(5):
+        packet = bytes([0x80, 96]) + sequence_number.to_bytes(2, "big") + bytes(8) + bytes(1000)
+        assert fast(packet) == reference.protect(packet)
+    with pytest.raises(ValueError):
+        fast(bytes([0x80, 96]) + bytes(1490))
