@@ -38,7 +38,7 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ingest.studio import StudioSession
+from ingest.feed import FeedSession
 from metrics.audience import AudienceLedger
 from relay.source import Source
 
@@ -263,7 +263,7 @@ class RelayCollector(Collector):
         current_lost: Mapping[str, int] = {}
         current_nacks: Mapping[str, int] = {}
         identity = None
-        if isinstance(publisher, StudioSession):
+        if isinstance(publisher, FeedSession):
             identity = (id(publisher), publisher.created_at)
             current_lost = publisher.packets_lost()
             current_nacks = publisher.nacks_sent

@@ -27,13 +27,13 @@ from relay import rtc_internals
 from relay.errors import StudioOffline, UnsupportedOffer
 from relay.fanout import SendEntry
 from relay.negotiation import (
-    add_remote_candidate,
     answer_only_with,
     apply_remote_offer,
     negotiated_codec,
     parse_offer,
     require_viewer_codecs,
 )
+from relay.peer_session import PeerSession
 from relay.source import Source
 from relay.track import OutputTrack, build_rtp
 
@@ -146,7 +146,7 @@ class ViewerTrackSink:
         self._socket.sendto(self.protect_rtcp(packet), self.entry[2])
 
 
-class ViewerSession:
+class ViewerSession(PeerSession):
     """One WHEP viewer of one studio, from offer to end."""
 
     def __init__(
@@ -160,27 +160,20 @@ class ViewerSession:
         on_end: Callable[[ViewerSession, str], None] | None = None,
         on_joined: Callable[[ViewerSession], None] | None = None,
     ) -> None:
+        super().__init__(connect_timeout=connect_timeout, certificate=certificate, on_end=on_end)
         self.source = source
         self.country = country
-        self.created_at = time.monotonic()
         self.connected_at: float | None = None
-        self.end_reason: str | None = None
         self.sinks: dict[str, ViewerTrackSink] = {}
         self.nacks_received = 0
         self.retransmitted = 0
         self.keyframe_requests_received = 0
-        self.ended = asyncio.Event()
         self._payload_types: dict[str, int] = {}
         self._transceivers: dict[str, RTCRtpTransceiver] = {}
-        self._pc = rtc_internals.new_peer_connection(certificate)
-        self._connect_timeout = connect_timeout
         self._send_buffer_bytes = send_buffer_bytes
-        self._on_end = on_end
         self._on_joined = on_joined
         # The ICE-selected remote address of the media path, once connected.
         self.remote_address: str | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._closing: asyncio.Future[None] | None = None
 
     @property
     def flowing(self) -> bool:
@@ -203,7 +196,6 @@ class ViewerSession:
             raise StudioOffline(f"studio {self.source.studio_id!r} is not live")
         self._payload_types = require_viewer_codecs(description, codecs)
         pc = self._pc
-        pc.on("connectionstatechange", self._on_connection_state)
         await apply_remote_offer(pc, offer_sdp)
         taken: dict[str, RTCRtpTransceiver] = {}
         for transceiver in pc.getTransceivers():
@@ -227,43 +219,17 @@ class ViewerSession:
                 raise UnsupportedOffer(f"no {kind} codec could be negotiated")
             self._payload_types[kind] = codec.payloadType
         self.source.add_viewer(self)
-        self._spawn(self._expire_if_not_connected())
+        self._expire_unless_connected()
         return str(pc.localDescription.sdp)
 
-    async def add_ice_candidate(self, candidate_sdp: str, mid: str | None) -> None:
-        await add_remote_candidate(self._pc, candidate_sdp, mid)
-
-    def end(self, reason: str) -> None:
-        """Stop sending and close the peer connection; safe to call more than once."""
-        if self.end_reason is not None:
-            return
-        self.end_reason = reason
+    def _release(self) -> None:
         for kind, sink in self.sinks.items():
             self.source.tracks[kind].remove_sink(sink)
         self.source.remove_viewer(self)
-        for task in self._tasks:
-            task.cancel()
-        self._closing = asyncio.ensure_future(self._close())
-        if self._on_end is not None:
-            self._on_end(self, reason)
 
-    async def _close(self) -> None:
-        try:
-            await self._pc.close()
-        finally:
-            self.ended.set()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _on_connection_state(self) -> None:
-        state = self._pc.connectionState
-        if state == "connected" and not self.sinks and self.end_reason is None:
+    def _connected(self) -> None:
+        if not self.sinks:
             self._start_media()
-        elif state in ("failed", "closed"):
-            self.end("ice_failed" if state == "failed" else "closed_by_peer")
 
     def _start_media(self) -> None:
         # The viewer has joined when the picture starts, or the sound for audio only.
@@ -298,11 +264,6 @@ class ViewerSession:
         """The first keyframe went out: the viewer sees the picture from now on."""
         if self._on_joined is not None:
             self._on_joined(self)
-
-    async def _expire_if_not_connected(self) -> None:
-        await asyncio.sleep(self._connect_timeout)
-        if not self.sinks:
-            self.end("timeout")
 
     async def _send_sender_reports(self) -> None:
         """RTCP SR for each track, so that the player can line audio and video up."""
