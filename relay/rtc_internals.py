@@ -77,6 +77,7 @@ def check_internals() -> None:
         (RTCRtpSender, "_run_rtcp"),
         (RTCDtlsTransport, "_send_rtp"),
         (aioice.ice.Connection, "query_consent"),
+        (RTCCertificate, "_create_ssl_context"),
         (aioice.ice.Connection, "build_request"),
         (aioice.ice.Connection, "request_received"),
         (aioice.ice.Connection, "respond_error"),
@@ -173,14 +174,30 @@ class SharedCertificate:
     RENEW_AFTER_SECONDS = 24 * 3600.0  # aiortc's certificates are valid for 30 days
 
     def __init__(self) -> None:
-        self._certificate = RTCCertificate.generateCertificate()
+        self._certificate = self._generate()
         self._created = time.monotonic()
 
     def current(self) -> RTCCertificate:
         if time.monotonic() - self._created > self.RENEW_AFTER_SECONDS:
-            self._certificate = RTCCertificate.generateCertificate()
+            self._certificate = self._generate()
             self._created = time.monotonic()
         return self._certificate
+
+    @staticmethod
+    def _generate() -> RTCCertificate:
+        """A certificate whose OpenSSL context is built once, not once per session."""
+        certificate = RTCCertificate.generateCertificate()
+        create_context = certificate._create_ssl_context
+        contexts: dict[tuple[bytes, ...], Any] = {}
+
+        def shared_context(srtp_profiles: list[Any]) -> Any:
+            key = tuple(profile.openssl_profile for profile in srtp_profiles)
+            if key not in contexts:
+                contexts[key] = create_context(srtp_profiles=srtp_profiles)
+            return contexts[key]
+
+        certificate._create_ssl_context = shared_context  # type: ignore[method-assign]
+        return certificate
 
     def apply(self, pc: RTCPeerConnection) -> None:
         """Make a new peer connection use the shared certificate (before any negotiation)."""

@@ -17,10 +17,6 @@ from aiortc.rtp import (
     RTCP_RTPFB_NACK,
     RtcpPsfbPacket,
     RtcpRtpfbPacket,
-    RtcpSdesPacket,
-    RtcpSenderInfo,
-    RtcpSourceInfo,
-    RtcpSrPacket,
 )
 
 from relay import rtc_internals
@@ -34,12 +30,11 @@ from relay.negotiation import (
     require_viewer_codecs,
 )
 from relay.peer_session import PeerSession
+from relay.rtcp import sender_report, source_description
 from relay.source import Source
 from relay.track import OutputTrack, build_rtp
 
 log = logging.getLogger("meridian.viewer")
-
-_RTCP_SDES_CNAME = 1
 
 
 class _HeldTrack(MediaStreamTrack):
@@ -268,27 +263,19 @@ class ViewerSession(PeerSession):
     async def _send_sender_reports(self) -> None:
         """RTCP SR for each track, so that the player can line audio and video up."""
         cname = f"meridian-{self.source.studio_id}".encode()
+        descriptions = {
+            kind: source_description(s.track.ssrc, cname) for kind, s in self.sinks.items()
+        }
         while True:
             await asyncio.sleep(0.5 + random.random())  # RFC 3550's randomised interval
-            for sink in self.sinks.values():
-                if not sink.packets:
+            for kind, sink in self.sinks.items():
+                packets, octets, _ = sink.track.sent_to(sink)
+                if not packets:
                     continue
                 ntp, rtp_timestamp = sink.track.timing_for_report()
-                ssrc = sink.track.ssrc
-                report = RtcpSrPacket(
-                    ssrc=ssrc,
-                    sender_info=RtcpSenderInfo(
-                        ntp_timestamp=ntp,
-                        rtp_timestamp=rtp_timestamp,
-                        packet_count=sink.packets & 0xFFFFFFFF,
-                        octet_count=sink.octets & 0xFFFFFFFF,
-                    ),
-                )
-                sdes = RtcpSdesPacket(
-                    chunks=[RtcpSourceInfo(ssrc=ssrc, items=[(_RTCP_SDES_CNAME, cname)])]
-                )
+                report = sender_report(sink.track.ssrc, ntp, rtp_timestamp, packets, octets)
                 try:
-                    sink.send_raw_rtcp(bytes(report) + bytes(sdes))
+                    sink.send_raw_rtcp(report + descriptions[kind])
                 except Exception:
                     log.debug("sender report to a viewer failed", exc_info=True)
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import struct
 
+from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket
+
 from relay.codecs import RelayCodec, h264_starts_keyframe, vp8_starts_keyframe
 from relay.packet_cache import CachedPacket, PacketCache
 from relay.rtc_internals import MediaPath
+from relay.rtcp import sender_report, source_description
 from relay.source import Source
 from relay.track import OutputTrack
 from relay.viewer import ViewerTrackSink
@@ -215,3 +218,20 @@ async def test_only_the_current_publisher_is_attached() -> None:
     assert source.detach(second)
     assert source.publisher is None
     source.close()
+
+
+def test_sender_report_and_cname_match_aiortc_serialisation() -> None:
+    ours = sender_report(0x11223344, (3_900_000_000 << 32) | 0x8000_0000, 90000, 12, 3400)
+    theirs = RtcpSrPacket(
+        ssrc=0x11223344,
+        sender_info=RtcpSenderInfo(
+            ntp_timestamp=(3_900_000_000 << 32) | 0x8000_0000,
+            rtp_timestamp=90000,
+            packet_count=12,
+            octet_count=3400,
+        ),
+    )
+    assert ours == bytes(theirs)
+    for cname in (b"meridian-berlin", b"abc", b"abcd"):
+        sdes = RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=7, items=[(1, cname)])])
+        assert source_description(7, cname) == bytes(sdes)
