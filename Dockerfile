@@ -59,6 +59,7 @@ COPY relay/ ./relay/
 COPY metrics/ ./metrics/
 COPY server/ ./server/
 COPY clients/ ./clients/
+COPY cluster/ ./cluster/
 COPY run.py meridian.toml ./
 
 USER meridian

@@ -4,6 +4,7 @@
 #   make test [PYTEST_ARGS="-k whip -x"]        lint, then the test suite
 #   make lint                                   ruff check, ruff format --check, mypy
 #   make bench [ARGS=...]                       benchmarks (python -m bench)
+#   make cluster [EDGES=2] [ARGS=...]           an origin and EDGES edges with a local Redis
 #   make world-map                              regenerate the world map file from npm (web/)
 #   make clean                                  remove the venv and caches
 #
@@ -30,9 +31,13 @@ PYTEST_ARGS ?=
 # Debian packages the tests need (prometheus: a real Prometheus server scrapes Meridian).
 # Extend the list, do not replace it: APT_PACKAGES += another-package
 APT_PACKAGES := prometheus
+# Cluster tests and `make cluster`: a real Redis server holds the directory of nodes.
+APT_PACKAGES += redis-server
 # Browser tests: Debian's Chromium, driven by Playwright (never `playwright install`), and
 # fonts for the pages, colour emoji for the studios' flags.
 APT_PACKAGES += chromium chromium-driver fonts-liberation fonts-noto-color-emoji
+# Fault tests: network namespaces, veth/TUN links and tc netem for a studio on a lossy link.
+APT_PACKAGES += iproute2
 
 venv: $(BIN)/python
 deps: $(RUNTIME_STAMP)
@@ -65,6 +70,13 @@ $(DEV_STAMP): requirements-dev.txt $(RUNTIME_STAMP)
 
 run: $(RUNTIME_STAMP)
 	$(BIN)/python run.py $(ARGS)
+
+# One machine, several processes: Redis, an origin on :8080, edges on :8081... (cluster/local.py).
+EDGES ?= 2
+.PHONY: cluster
+cluster: $(RUNTIME_STAMP)
+	@command -v redis-server >/dev/null || { echo "error: needs redis-server (apt-get install redis-server)" >&2; exit 1; }
+	$(BIN)/python -m cluster.local --edges $(EDGES) $(ARGS)
 
 # Installs the missing APT_PACKAGES as root with apt-get; otherwise names them and stops.
 system-deps:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -15,11 +16,18 @@ from aiohttp import web
 
 from config.loader import ConfigError, load_settings
 from config.settings import Settings
-from server.app import create_app
+from server.api import metrics_app
+from server.app import create_app, drain
 from server.demo import start_demo_studio
+from server.live_settings import SettingsLoader
 from server.logs import configure_logging
+from server.reload import reload_settings
+from server.state import REGISTRY
 
 log = logging.getLogger("meridian")
+
+# Seconds the HTTP server waits for requests in flight at shutdown (after the drain).
+HTTP_SHUTDOWN_TIMEOUT = 1.0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -55,7 +63,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
+def settings_from(args: argparse.Namespace, demo_token: str | None = None) -> Settings:
     environ = dict(os.environ)
     overrides = {
         "MERIDIAN_SERVER__HOST": args.host,
@@ -65,26 +73,83 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "MERIDIAN_DEMO__ENABLED": "false" if args.no_demo else None,
     }
     environ.update({k: v for k, v in overrides.items() if v is not None})
-    return load_settings(args.config, environ)
+    return load_settings(args.config, environ, demo_token=demo_token)
 
 
-async def serve(settings: Settings) -> None:
-    app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.server.host, settings.server.port)
-    await site.start()
-    log.info("listening", extra={"url": f"http://{settings.server.host}:{settings.server.port}"})
+def settings_loader(args: argparse.Namespace) -> SettingsLoader:
+    """Reads the configuration again for a reload, keeping the demo studio's token."""
+
+    def load(current: Settings) -> Settings:
+        demo = current.studio(current.demo.studio_id)
+        return settings_from(args, demo.token if demo is not None else None)
+
+    return load
+
+
+async def reload_on_signal(app: web.Application) -> None:
+    try:
+        await reload_settings(app)
+    except ConfigError as exc:
+        log.error("reload refused; the settings in force stay", extra={"error": str(exc)})
+    except Exception:
+        log.exception("reload failed; the settings in force stay")
+
+
+def allow_many_files() -> None:
+    """Every WebRTC session holds UDP sockets: raise the soft open-files limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            log.warning("could not raise the open files limit", extra={"limit": soft})
+
+
+async def serve(settings: Settings, reload: SettingsLoader | None = None) -> None:
+    app = create_app(settings, reload=reload)
+    runners = [
+        web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT
+        )
+    ]
+    server = settings.server
+    listeners = [(server.host, server.port)]
+    if server.metrics_port:  # /metrics on its own address, not on the public port
+        runners.append(
+            web.AppRunner(
+                metrics_app(app[REGISTRY]),
+                handle_signals=False,
+                access_log=None,
+                shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT,
+            )
+        )
+        listeners.append((server.metrics_host or server.host, server.metrics_port))
+    for runner, (host, port) in zip(runners, listeners, strict=True):
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        log.info("listening", extra={"url": f"http://{host}:{port}"})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_sighup() -> None:
+        task = asyncio.ensure_future(reload_on_signal(app))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     demo = start_demo_studio(settings) if settings.demo.enabled else None
     await stop.wait()
-    log.info("shutting down")
+    log.info("shutting down: no new sessions, ending every session")
     if demo is not None:
         demo.cancel()
-    await runner.cleanup()
+    await drain(app)
+    for runner in reversed(runners):
+        await runner.cleanup()
+    log.info("stopped")
 
 
 def main(argv: list[str]) -> int:
@@ -98,7 +163,8 @@ def main(argv: list[str]) -> int:
         print(f"configuration OK: {len(settings.studios)} studios")
         return 0
     configure_logging(settings.log_level, settings.log_format)
-    uvloop.run(serve(settings))
+    allow_many_files()
+    uvloop.run(serve(settings, settings_loader(args)))
     return 0
 
 

@@ -50,6 +50,7 @@ class Child:
         self._log = log
         self._messages: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
+        self.last_error: str | None = None  # the latest `error` message it wrote
         if process.stdout is not None:
             self._reader = asyncio.ensure_future(self._read_stdout(process.stdout))
 
@@ -100,6 +101,8 @@ class Child:
                     self._log.write(b"[stdout] " + line)
                     continue
                 if isinstance(message, dict):
+                    if message.get("event") == "error":
+                        self.last_error = str(message.get("message", message))
                     self._messages.put_nowait(message)
         finally:
             self._messages.put_nowait(None)
@@ -115,6 +118,8 @@ class Child:
     def _failure(self, what: str) -> ChildFailed:
         tail = self.log_tail()
         status = "running" if self.running else f"exited with {self.process.returncode}"
+        if self.last_error is not None:
+            what += f" (it said: {self.last_error})"
         return ChildFailed(
             f"{self.name} ({status}): {what}" + (f"\n--- {self.log_path}:\n{tail}" if tail else "")
         )
@@ -178,6 +183,10 @@ class Child:
                     await asyncio.wait_for(asyncio.shield(self._reader), 2.0)
                 self._reader.cancel()
             self._log.close()
+
+    async def wait_exit(self, within: float) -> bool:
+        """Whether it ended by itself within `within` seconds."""
+        return await self._wait(within)
 
     def _signal(self, signum: int) -> None:
         if self.running:

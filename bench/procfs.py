@@ -30,6 +30,21 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_times(pid))
 
 
+def run_queue_wait(pid: int) -> float:
+    """Seconds the threads of `pid` have spent runnable but waiting for a CPU so far.
+
+    The second field of /proc/<pid>/task/<tid>/schedstat: how much other work on the
+    machine held the process back, which delays its packets without costing it CPU.
+    """
+    waited = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            waited += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return waited / 1e9
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of `pid` now (VmRSS of /proc/<pid>/status)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -46,6 +61,52 @@ def thread_count(pid: int) -> int:
         if line.startswith("Threads:"):
             return int(line.split()[1])
     return 0
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """Inodes of the sockets `pid` holds open (from its /proc/<pid>/fd links)."""
+    inodes: set[int] = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return inodes
+    for name in names:
+        try:
+            target = os.readlink(fd_dir / name)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def udp_drops(pids: list[int]) -> int:
+    """Datagrams the kernel dropped on the UDP sockets of these processes so far.
+
+    The `drops` column of /proc/net/udp{,6}: a full receive buffer, mostly. Summed
+    over the sockets the processes hold now (a closed socket's drops are gone).
+    """
+    inodes: set[int] = set()
+    for pid in pids:
+        inodes |= socket_inodes(pid)
+    drops = 0
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) >= 13 and int(fields[9]) in inodes:
+                drops += int(fields[12])
+    return drops
+
+
+def load_average() -> tuple[float, float, float]:
+    """The machine's 1, 5 and 15 minute load averages (/proc/loadavg)."""
+    one, five, fifteen = Path("/proc/loadavg").read_text().split()[:3]
+    return float(one), float(five), float(fifteen)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,16 @@
-"""The benchmark's studio: `python -m bench.publisher --endpoint URL --token-env NAME`.
+"""The benchmark's studios: `python -m bench.publisher --endpoints URL[,URL...] --token-env NAME`.
 
 Encodes the benchmark loop once (before anything is timed), reports its real
-bitrate, then publishes it over WHIP by replay (no encoder runs while publishing).
+bitrate, then publishes it over WHIP to every endpoint (one peer connection per
+studio, all replaying the same encoded loop; no encoder runs while publishing).
+
+Like a real encoder, each studio answers a keyframe request (RTCP PLI or FIR from the
+relay) with a keyframe on its next frame: the replay jumps back to the start of the
+current group of pictures, whose IDR the loop holds pre-encoded, and goes on from
+there with its timestamps unbroken. Every request that reaches a studio is counted
+(the sender's RTCP handler is wrapped), which is how the benchmark knows how many
+keyframe requests a joining viewer costs the studio.
+
 Speaks bench.protocol: events `encoded`, `connected`, `stats` (on `snapshot <id>`),
 `final`, `error`. Ends on `stop`, end of input, a failed connection or --max-seconds.
 """
@@ -11,25 +20,103 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import resource
 import sys
 import time
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
 
 import aiohttp
 import uvloop
-from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket
 from aiortc.stats import RTCOutboundRtpStreamStats
+from av.packet import Packet
+from av.stream import Stream
 
 from bench.media import encode_bench_loop, rtp_packets_per_second
 from bench.protocol import commands, emit
-from clients.demo_media import add_loop_tracks
+from clients.demo_media import (
+    VIDEO_CLOCK_RATE,
+    EncodedLoop,
+    LoopAudioTrack,
+    prefer_codec,
+)
 from clients.webrtc_client import RemoteSession, WebRtcHttpError, end_session, negotiate
+
+# How far the replay may fall behind real time (a stall) before it re-anchors.
+_MAX_LAG = 0.5
+
+
+class ReplayVideoTrack(MediaStreamTrack):
+    """The loop's pre-encoded video in real time, with a keyframe on request."""
+
+    kind = "video"
+
+    def __init__(self, loop: EncodedLoop) -> None:
+        super().__init__()
+        self._chunks = loop.video
+        self._step = VIDEO_CLOCK_RATE // loop.fps
+        self._time_base = Fraction(1, VIDEO_CLOCK_RATE)
+        self._frames = 0  # frames sent: the timeline
+        self._position = 0  # which loop frame comes next: the content
+        self._start: float | None = None
+        self._keyframe_requested = False
+        self.keyframes_forced = 0
+
+    def request_keyframe(self) -> None:
+        self._keyframe_requested = True
+
+    async def recv(self) -> Packet[Stream]:
+        if self.readyState != "live":
+            raise MediaStreamError
+        pts = self._frames * self._step
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        else:
+            wait = self._start + pts / VIDEO_CLOCK_RATE - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+                if self.readyState != "live":
+                    raise MediaStreamError
+            elif -wait > _MAX_LAG:
+                self._start -= wait
+        if self._keyframe_requested:
+            self._keyframe_requested = False
+            if not self._chunks[self._position].keyframe:
+                # Back to this group's IDR: from there the stream is decodable again.
+                while not self._chunks[self._position].keyframe:
+                    self._position -= 1
+                self.keyframes_forced += 1
+        chunk = self._chunks[self._position]
+        self._position = (self._position + 1) % len(self._chunks)
+        self._frames += 1
+        packet = Packet(chunk.data)
+        packet.pts = pts
+        packet.dts = pts
+        packet.time_base = self._time_base
+        packet.duration = chunk.duration
+        packet.is_keyframe = chunk.keyframe
+        return packet
+
+
+@dataclass
+class Studio:
+    endpoint: str
+    pc: RTCPeerConnection
+    video: ReplayVideoTrack
+    session: RemoteSession | None = None
+    keyframe_requests: int = 0  # PLI and FIR that reached this studio
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.publisher", description=__doc__)
-    parser.add_argument("--endpoint", required=True, help="WHIP URL, e.g. http://h:p/whip/x")
+    parser.add_argument("--endpoints", required=True, help="WHIP URLs, comma-separated")
     parser.add_argument("--token-env", required=True, help="environment variable with the token")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
@@ -46,13 +133,41 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def sent_counts(pc: RTCPeerConnection) -> dict[str, int]:
-    report = await pc.getStats()
+def count_keyframe_requests(studio: Studio, sender: RTCRtpSender) -> None:
+    """Count the PLI/FIR reaching this sender and answer them with a keyframe."""
+    handle = sender._handle_rtcp_packet
+
+    async def handle_and_count(packet: Any) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            studio.keyframe_requests += 1
+            studio.video.request_keyframe()
+        await handle(packet)
+
+    sender._handle_rtcp_packet = handle_and_count  # type: ignore[method-assign]
+
+
+def add_studio(endpoint: str, media: EncodedLoop) -> Studio:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    video = ReplayVideoTrack(media)
+    studio = Studio(endpoint, pc, video)
+    video_transceiver = pc.addTransceiver(video, direction="sendonly")
+    prefer_codec(video_transceiver, media.mime_type)
+    audio_transceiver = pc.addTransceiver(LoopAudioTrack(media), direction="sendonly")
+    prefer_codec(audio_transceiver, "audio/opus")
+    count_keyframe_requests(studio, video_transceiver.sender)
+    return studio
+
+
+async def sent_counts(studios: list[Studio]) -> dict[str, int]:
     counts = {"packets": 0, "bytes": 0}
-    for stats in report.values():
-        if isinstance(stats, RTCOutboundRtpStreamStats):
-            counts["packets"] += stats.packetsSent
-            counts["bytes"] += stats.bytesSent
+    for studio in studios:
+        report = await studio.pc.getStats()
+        for stats in report.values():
+            if isinstance(stats, RTCOutboundRtpStreamStats):
+                counts["packets"] += stats.packetsSent
+                counts["bytes"] += stats.bytesSent
+    counts["keyframe_requests"] = sum(s.keyframe_requests for s in studios)
+    counts["keyframes_forced"] = sum(s.video.keyframes_forced for s in studios)
     return counts
 
 
@@ -87,45 +202,53 @@ async def publish(args: argparse.Namespace) -> int:
         encoder_bitrate=stats.encoder_bitrate,
         rtp_packets_per_second_estimate=round(rtp_packets_per_second(media), 1),
     )
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    add_loop_tracks(pc, media)
+    studios = [add_studio(endpoint, media) for endpoint in args.endpoints.split(",") if endpoint]
     lost = asyncio.Event()
+    for studio in studios:
+        pc = studio.pc
 
-    @pc.on("connectionstatechange")
-    def on_state() -> None:
-        if pc.connectionState in ("failed", "closed"):
-            lost.set()
+        def on_state(pc: RTCPeerConnection = pc) -> None:
+            if pc.connectionState in ("failed", "closed"):
+                lost.set()
 
-    session: RemoteSession | None = None
+        pc.on("connectionstatechange", on_state)
+
     async with aiohttp.ClientSession() as http:
         try:
-            session = await negotiate(http, args.endpoint, pc, token)
-            await wait_connected(pc, args.connect_timeout)
-            emit("connected", at=time.monotonic())
+            for studio in studios:
+                studio.session = await negotiate(http, studio.endpoint, studio.pc, token)
+            for studio in studios:
+                await wait_connected(studio.pc, args.connect_timeout)
+            emit("connected", at=time.monotonic(), studios=len(studios))
             async for words in commands(deadline, lost):
                 if words[0] == "snapshot":
                     emit(
                         "stats",
                         id=" ".join(words[1:]),
                         cpu_seconds=cpu_seconds(),
-                        **await sent_counts(pc),
+                        **await sent_counts(studios),
                     )
             if lost.is_set():
-                emit("error", message=f"WHIP session {pc.connectionState} while publishing")
+                states = ", ".join(f"{s.endpoint}: {s.pc.connectionState}" for s in studios)
+                emit("error", message=f"a WHIP session ended while publishing ({states})")
                 return 1
-            emit("final", cpu_seconds=cpu_seconds(), **await sent_counts(pc))
+            emit("final", cpu_seconds=cpu_seconds(), **await sent_counts(studios))
             return 0
         except (aiohttp.ClientError, WebRtcHttpError, ConnectionError, OSError) as exc:
             emit("error", message=f"publishing failed: {exc}")
             return 1
         finally:
-            if session is not None and pc.connectionState == "connected":
-                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-                    await asyncio.wait_for(end_session(http, session, token), 5.0)
-            await pc.close()
+            for studio in studios:
+                if studio.session is not None and studio.pc.connectionState == "connected":
+                    with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                        await asyncio.wait_for(end_session(http, studio.session, token), 5.0)
+            await asyncio.gather(*(s.pc.close() for s in studios), return_exceptions=True)
 
 
 def main(argv: list[str]) -> int:
+    # aioice says why a session ends (consent expiry) at INFO: worth a line in the log.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.getLogger("aioice.ice").setLevel(logging.INFO)
     return uvloop.run(publish(parse_args(argv)))
 
 

@@ -20,12 +20,16 @@ from typing import Any, NamedTuple, get_type_hints
 import maxminddb
 
 from config.settings import (
+    AdminSettings,
+    ClusterSettings,
     DemoSettings,
     GeoSettings,
+    LimitSettings,
     RelaySettings,
     ServerSettings,
     Settings,
     StudioSettings,
+    ViewerTokenSettings,
 )
 
 __all__ = ["COUNTRY_CODES", "ConfigError", "load_settings"]
@@ -41,11 +45,20 @@ _SECTIONS: dict[str, type] = {
     "relay": RelaySettings,
     "demo": DemoSettings,
     "geo": GeoSettings,
+    "cluster": ClusterSettings,
+    "limits": LimitSettings,
+    "admin": AdminSettings,
+    "viewer_tokens": ViewerTokenSettings,
 }
 _TOP_SCALARS = ("log_level", "log_format")
-_STUDIO_KEYS = ("id", "name", "country", "city", "token", "token_env", "token_file")
+_STUDIO_KEYS = (
+    *("id", "name", "country", "city", "token", "token_env", "token_file"),
+    "require_viewer_token",
+)
 _TOKEN_SOURCES = ("token", "token_env", "token_file")
+_SECRET_SOURCES = ("secret", "secret_env", "secret_file")
 _MIN_TOKEN_LEN = 16
+_MIN_SECRET_LEN = 32  # the HMAC-SHA256 key of viewer tokens
 
 _ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _ORIGIN = re.compile(r"\*|https?://[^/\s]+")  # what a browser sends: no path, no trailing "/"
@@ -66,6 +79,7 @@ _COUNTRY_LIST = (
 COUNTRY_CODES = frozenset(_COUNTRY_LIST.split())
 # Studios may also use the user-assigned "ZZ" (unknown), as the demo studio does.
 _STUDIO_COUNTRIES = COUNTRY_CODES | {"ZZ"}
+_PUBLIC_URL = re.compile(r"https?://[^/\s]+")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]+")
 _LABEL = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
@@ -90,7 +104,12 @@ def _unknown_label(value: str) -> bool:
     return bool(_LABEL.fullmatch(value)) and value.upper() not in _STUDIO_COUNTRIES
 
 
+def _port_or_0(value: int) -> bool:
+    return 0 <= value <= 65535
+
+
 def _even_positive(value: int) -> bool:
+
     return value > 0 and value % 2 == 0  # 4:2:0 video cannot have odd dimensions
 
 
@@ -98,6 +117,7 @@ _RULES: dict[str, _Rule] = {
     "server.host": _Rule("a non-empty host name or address", bool),
     "server.port": _Rule("an integer 1..65535", lambda v: 1 <= v <= 65535),
     "server.max_body_bytes": _Rule("a positive integer", _positive),
+    "server.metrics_port": _Rule("an integer 0..65535 (0: /metrics on server.port)", _port_or_0),
     "server.cors_origins": _Rule(
         'a list of origins like "https://example.com" or "*"',
         lambda v: all(_ORIGIN.fullmatch(o) for o in v),
@@ -122,6 +142,44 @@ _RULES: dict[str, _Rule] = {
     "geo.unknown_label": _Rule(
         "1 to 32 letters, digits, - or _, and not an ISO country code", _unknown_label
     ),
+    "cluster.role": _Rule(
+        "one of single, origin, edge, both",
+        lambda v: v in ("single", "origin", "edge", "both"),
+        str.lower,
+    ),
+    "cluster.node_id": _Rule(
+        f"empty or an id matching ^{_ID.pattern}$", lambda v: not v or _ID.fullmatch(v)
+    ),
+    "cluster.public_url": _Rule(
+        'empty or a base URL like "https://edge1.example.com:8443" (no path)',
+        lambda v: not v or _PUBLIC_URL.fullmatch(v),
+        lambda v: v.rstrip("/"),
+    ),
+    "cluster.region": _Rule("1 to 32 letters, digits, - or _", _LABEL.fullmatch),
+    "cluster.countries": _Rule(
+        'a list of ISO 3166-1 alpha-2 codes like "DE"',
+        lambda v: all(c in COUNTRY_CODES for c in v),
+        lambda v: tuple(c.upper() for c in v),
+    ),
+    "cluster.capacity": _Rule("a positive integer", _positive),
+    "cluster.redis_url": _Rule(
+        "a redis://, rediss:// or unix:// URL",
+        lambda v: v.startswith(("redis://", "rediss://", "unix://")),
+    ),
+    "cluster.upstream": _Rule(
+        "one of origin, region", lambda v: v in ("origin", "region"), str.lower
+    ),
+    "cluster.max_edge_pulls": _Rule("an integer >= 0 (0: no bound)", lambda v: v >= 0),
+    "cluster.heartbeat_interval": _Rule("a positive number", _positive),
+    "cluster.node_ttl": _Rule("a positive number", _positive),
+    "cluster.pull_grace": _Rule("a number >= 0", lambda v: v >= 0),
+    "limits.rate_per_second": _Rule("a number >= 0 (0: no rate limit)", lambda v: v >= 0),
+    "limits.rate_burst": _Rule("a positive integer", _positive),
+    "limits.rate_clients": _Rule("a positive integer", _positive),
+    "limits.max_viewers": _Rule("an integer >= 0 (0: no cap)", lambda v: v >= 0),
+    "limits.max_viewers_per_studio": _Rule("an integer >= 0 (0: no cap)", lambda v: v >= 0),
+    "limits.max_pending_sessions": _Rule("an integer >= 0 (0: no cap)", lambda v: v >= 0),
+    "limits.retry_after": _Rule("a positive integer", _positive),
     "log_level": _Rule(
         "one of DEBUG, INFO, WARNING, ERROR",
         lambda v: v in ("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -261,21 +319,29 @@ def _table(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return table
 
 
-def _token(at: str, table: Mapping[str, Any], environ: Mapping[str, str], base: Path) -> str:
-    given = [key for key in _TOKEN_SOURCES if key in table]
+def _token(
+    at: str,
+    table: Mapping[str, Any],
+    environ: Mapping[str, str],
+    base: Path,
+    *,
+    sources: tuple[str, str, str] = _TOKEN_SOURCES,  # the value itself, its variable, its file
+    min_len: int = _MIN_TOKEN_LEN,
+) -> str:
+    given = [key for key in sources if key in table]
     if len(given) != 1:
         got = ", ".join(given) or "none"
-        raise ConfigError(f"{at}: needs exactly one of {', '.join(_TOKEN_SOURCES)}; got {got}")
+        raise ConfigError(f"{at}: needs exactly one of {', '.join(sources)}; got {got}")
     source = given[0]
     ref = table[source]
     where = f"{at}.{source}"
     if not isinstance(ref, str) or not ref:
         raise ConfigError(f"{where}: must be a non-empty string, got {ref!r}")
-    if source == "token_env":
+    if source == sources[1]:
         if ref not in environ:
             raise ConfigError(f"{where}: environment variable {ref} is not set")
         token, where = environ[ref].strip(), f"{where} ({ref})"
-    elif source == "token_file":
+    elif source == sources[2]:
         file = base / Path(ref).expanduser()
         try:
             token = file.read_text(encoding="utf-8").strip()
@@ -286,10 +352,8 @@ def _token(at: str, table: Mapping[str, Any], environ: Mapping[str, str], base: 
     else:
         token = ref
     # Never echo the token: these messages end up in logs.
-    if len(token) < _MIN_TOKEN_LEN:
-        raise ConfigError(
-            f"{where}: must be at least {_MIN_TOKEN_LEN} characters, got {len(token)}"
-        )
+    if len(token) < min_len:
+        raise ConfigError(f"{where}: must be at least {min_len} characters, got {len(token)}")
     if not _BEARER.fullmatch(token):
         raise ConfigError(f"{where}: may only hold letters, digits and -._~+/ (then = padding)")
     return token
@@ -315,8 +379,47 @@ def _studios(raw: Any, environ: Mapping[str, str], base: Path) -> list[StudioSet
         for earlier, studio in enumerate(studios):
             if studio.id == text["id"]:
                 raise ConfigError(f"{at}.id: {text['id']!r} is already used by studios[{earlier}]")
-        studios.append(StudioSettings(**text, token=_token(at, table, environ, base)))
+        private = "require_viewer_token" in table and _value(
+            f"{at}.require_viewer_token", "", bool, table["require_viewer_token"], False
+        )
+        studios.append(
+            StudioSettings(
+                **text, token=_token(at, table, environ, base), require_viewer_token=private
+            )
+        )
     return studios
+
+
+def _admin(admin: AdminSettings, environ: Mapping[str, str], base: Path) -> AdminSettings:
+    """Resolve the admin token; none configured leaves the admin API off."""
+    given = {key: getattr(admin, key) for key in _TOKEN_SOURCES if getattr(admin, key)}
+    if not given:
+        return admin
+    return dataclasses.replace(admin, token=_token("admin", given, environ, base))
+
+
+def _viewer_tokens(
+    viewer_tokens: ViewerTokenSettings,
+    studios: list[StudioSettings],
+    environ: Mapping[str, str],
+    base: Path,
+) -> ViewerTokenSettings:
+    """Resolve the viewer-token secret; studios that require viewer tokens need one."""
+    given = {
+        key: getattr(viewer_tokens, key) for key in _SECRET_SOURCES if getattr(viewer_tokens, key)
+    }
+    if given:
+        secret = _token(
+            "viewer_tokens", given, environ, base, sources=_SECRET_SOURCES, min_len=_MIN_SECRET_LEN
+        )
+        return dataclasses.replace(viewer_tokens, secret=secret)
+    for index, studio in enumerate(studios):
+        if studio.require_viewer_token:
+            raise ConfigError(
+                f"studios[{index}].require_viewer_token: needs a viewer token secret "
+                f"(viewer_tokens.{', viewer_tokens.'.join(_SECRET_SOURCES)})"
+            )
+    return viewer_tokens
 
 
 def _geo_database(geo: GeoSettings, from_env: bool, base: Path) -> GeoSettings:
@@ -334,13 +437,29 @@ def _geo_database(geo: GeoSettings, from_env: bool, base: Path) -> GeoSettings:
     return dataclasses.replace(geo, database=str(file))
 
 
-def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
+def _cluster(cluster: ClusterSettings, environ: Mapping[str, str], base: Path) -> ClusterSettings:
+    """Resolve the cluster token (a clustered node needs one) and check the timings."""
+    if cluster.node_ttl < 2 * cluster.heartbeat_interval:
+        raise ConfigError(
+            f"cluster.node_ttl: must be at least twice cluster.heartbeat_interval "
+            f"({cluster.heartbeat_interval}), got {cluster.node_ttl}"
+        )
+    given = {key: getattr(cluster, key) for key in _TOKEN_SOURCES if getattr(cluster, key)}
+    if cluster.role == "single" and not given:
+        return cluster
+    return dataclasses.replace(cluster, token=_token("cluster", given, environ, base))
+
+
+def load_settings(
+    path: Path | None, environ: Mapping[str, str], *, demo_token: str | None = None
+) -> Settings:
     """Settings from `path` (defaults only when None), overridden by `environ`.
 
     Relative `token_file` and `geo.database` paths are resolved against the file's
     directory (the working directory when there is no file).  When the
     demo is enabled and no studio has its id, a demo studio with a fresh random token
-    is appended: the server publishes the test pattern to itself with that token.
+    is appended: the server publishes the test pattern to itself with that token
+    (`demo_token` instead, so that a reload keeps the token the demo publishes with).
     """
     raw = _read_toml(path) if path is not None else {}
     allowed = (*_SECTIONS, "studios", *_TOP_SCALARS)
@@ -359,7 +478,16 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
     base = path.parent if path is not None else Path.cwd()
     from_env = "database" in env.get("geo", {})
     sections["geo"] = _geo_database(sections["geo"], from_env, base)
+    sections["cluster"] = _cluster(sections["cluster"], environ, base)
     studios = _studios(raw.get("studios", []), environ, base)
+    sections["admin"] = _admin(sections["admin"], environ, base)
+    sections["viewer_tokens"] = _viewer_tokens(sections["viewer_tokens"], studios, environ, base)
+    server: ServerSettings = sections["server"]
+    if server.metrics_port == server.port:
+        raise ConfigError(
+            f"server.metrics_port: must differ from server.port ({server.port}), "
+            "or be 0 to serve /metrics on server.port"
+        )
     demo: DemoSettings = sections["demo"]
     if demo.enabled and not any(studio.id == demo.studio_id for studio in studios):
         studios.append(
@@ -368,7 +496,7 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
                 name="Demo studio",
                 country="ZZ",
                 city="Test pattern",
-                token=secrets.token_urlsafe(32),
+                token=demo_token or secrets.token_urlsafe(32),
             )
         )
     return Settings(**sections, **scalars, studios=tuple(studios))

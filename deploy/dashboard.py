@@ -10,6 +10,12 @@ against a real Prometheus scraping a real Meridian (`QUERIES` lists them all).
 
 "Today" panels use the dashboard's time range (`$__range`), which opens on today
 (`now/d` to `now`). The country panels assume the default unknown label, `unknown`.
+
+One node or fifty (an origin and its edges, cluster/): every node exports the same
+names and Prometheus tells them apart by `instance` alone, so audience and delivery
+panels `sum` over nodes. A studio's own stream arrives at its origin and again at every
+edge that pulls it: those panels take `max`/`min` by studio (the stream as the node that
+sees it best or worst), never a sum that would count it once per node.
 """
 
 from __future__ import annotations
@@ -42,8 +48,9 @@ UID = "meridian-audience"
 
 STUDIO = 'studio=~"$studio"'
 RATE = "$__rate_interval"
-LOST = f"sum by (studio) (rate(meridian_ingest_packets_lost_total{{{STUDIO}}}[{RATE}]))"
-RECEIVED = f"sum by (studio) (rate(meridian_ingest_packets_total{{{STUDIO}}}[{RATE}]))"
+# Per node (audio and video together), so that the loss is each node's own ratio.
+LOST = f"sum without (kind) (rate(meridian_ingest_packets_lost_total{{{STUDIO}}}[{RATE}]))"
+RECEIVED = f"sum without (kind) (rate(meridian_ingest_packets_total{{{STUDIO}}}[{RATE}]))"
 
 # Every PromQL expression of the dashboard, by panel: the tests run each of them.
 QUERIES: dict[str, list[str]] = {}
@@ -220,7 +227,9 @@ def studio_up() -> statetimeline.Panel:
         .title(title)
         .description("1 while the studio publishes media (RTP within the silence timeout).")
         .datasource(DATASOURCE)
-        .with_target(query(title, f"meridian_studio_up{{{STUDIO}}}", "{{studio}}"))
+        .with_target(
+            query(title, f"max by (studio) (meridian_studio_up{{{STUDIO}}})", "{{studio}}")
+        )
         .mappings(
             [
                 model.ValueMap(
@@ -330,7 +339,8 @@ def build() -> dashboard_builder.Dashboard:
             "Bits per second received from each studio (RTP payload), audio and video.",
             [
                 (
-                    f"8 * sum by (studio) (rate(meridian_ingest_bytes_total{{{STUDIO}}}[{RATE}]))",
+                    "8 * max by (studio) (sum without (kind) "
+                    f"(rate(meridian_ingest_bytes_total{{{STUDIO}}}[{RATE}])))",
                     "{{studio}}",
                 )
             ],
@@ -338,17 +348,21 @@ def build() -> dashboard_builder.Dashboard:
         ),
         graph(
             "Ingest loss",
-            "Share of the studio's packets lost on the way in, before retransmission.",
-            [(f"{LOST} / ({LOST} + {RECEIVED})", "{{studio}}")],
+            "Share of the studio's packets lost on the way in, before retransmission "
+            "(in a cluster: on the worst link, studio to origin or origin to edge).",
+            [(f"max by (studio) ({LOST} / ({LOST} + {RECEIVED}))", "{{studio}}")],
             unit="percentunit",
         ),
         graph(
             "Keyframes",
             "Seconds since the studio's last keyframe, and the mean interval between keyframes.",
             [
-                (f"meridian_studio_seconds_since_keyframe{{{STUDIO}}}", "{{studio}} since last"),
                 (
-                    f"1 / rate(meridian_ingest_keyframes_total{{{STUDIO}}}[1m])",
+                    f"min by (studio) (meridian_studio_seconds_since_keyframe{{{STUDIO}}})",
+                    "{{studio}} since last",
+                ),
+                (
+                    f"1 / max by (studio) (rate(meridian_ingest_keyframes_total{{{STUDIO}}}[1m]))",
                     "{{studio}} interval",
                 ),
             ],
@@ -356,7 +370,8 @@ def build() -> dashboard_builder.Dashboard:
         ),
         graph(
             "Keyframe requests and NACKs to studios",
-            "Coalesced keyframe requests (PLI) and NACKs sent to each studio, per second.",
+            "Coalesced keyframe requests (PLI) and NACKs sent upstream, per second: to the "
+            "studio, and in a cluster also from each edge to the node it pulls from.",
             [
                 (
                     f"sum by (studio) (rate(meridian_keyframe_requests_sent_total{{{STUDIO}}}"

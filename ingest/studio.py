@@ -5,6 +5,7 @@ from __future__ import annotations
 from ingest.feed import FeedSession
 from relay.errors import UnsupportedOffer
 from relay.negotiation import (
+    answer_offer,
     apply_remote_offer,
     media_sections,
     parse_offer,
@@ -32,7 +33,7 @@ class StudioSession(FeedSession):
                 continue
             transceiver.direction = "recvonly"
             self._transceivers[transceiver.kind] = transceiver
-        await pc.setLocalDescription(await pc.createAnswer())
+        await answer_offer(pc)
         self._take_negotiated_codecs()
         if not self.codecs:
             supported = "H.264 (packetization-mode 1), VP8 and Opus"

@@ -174,6 +174,19 @@ class GeoResolver:
         log.debug("country from the peer address", extra={**_debug(peer), "country": country})
         return Located(country, "peer", refinable=not _is_public(peer_address))
 
+    def client_address(self, peer: str | None, headers: MultiMapping[str]) -> IpAddress | None:
+        """The client's address: the peer's own, or the one a trusted proxy forwarded.
+
+        The per-client rate limit keys on it, by the same rule that places viewers.
+        """
+        peer_address = parse_address(peer)
+        if self.is_trusted(peer_address):
+            chain = forwarded_for(headers)
+            client = self._client_in(chain) if chain else None
+            if client is not None:
+                return client
+        return peer_address
+
     def _client_in(self, chain: list[str]) -> IpAddress | None:
         """The rightmost address that is not a trusted proxy (None if garbage stops the walk)."""
         client: IpAddress | None = None

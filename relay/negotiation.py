@@ -20,14 +20,24 @@ from relay.codecs import RelayCodec
 from relay.errors import InvalidOffer, UnsupportedOffer
 
 MEDIA_KINDS = ("audio", "video")
+# Longest SDP line accepted: real offers' longest lines (fingerprints, candidates, fmtp)
+# are a few hundred characters.
+MAX_SDP_LINE_LENGTH = 1024
 _SDP_LINE = re.compile(r"^[a-z]=")
 
 
-def parse_offer(text: str, max_media: int = 8) -> sdp.SessionDescription:
+def parse_offer(
+    text: str, max_media: int = 8, max_line_length: int = MAX_SDP_LINE_LENGTH
+) -> sdp.SessionDescription:
     """Parse an SDP offer and check what aiortc would otherwise trip over."""
     if not text.strip().startswith("v=0"):
         raise InvalidOffer("the body is not an SDP session description (it must start with v=0)")
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), 1):
+        if len(line) > max_line_length:
+            raise InvalidOffer(
+                f"SDP line {number} ({line[:24]!r}...) is {len(line)} characters long; "
+                f"at most {max_line_length} are accepted"
+            )
         line = line.strip()
         if line and not _SDP_LINE.match(line):
             raise InvalidOffer(f"the SDP line {line[:80]!r} is not of the form <letter>=<value>")
@@ -43,7 +53,12 @@ def parse_offer(text: str, max_media: int = 8) -> sdp.SessionDescription:
         raise UnsupportedOffer("the offer has no audio or video m-line")
     if len(media) > max_media:
         raise InvalidOffer(f"the offer has {len(media)} m-lines; at most {max_media} are accepted")
-    mids = {m.rtp.muxId for m in media}
+    mid_list = [m.rtp.muxId for m in media]
+    if any(not mid for mid in mid_list):
+        raise InvalidOffer("every m-line needs an a=mid (WHIP and WHEP offers use BUNDLE)")
+    if len(set(mid_list)) != len(mid_list):
+        raise InvalidOffer(f"the offer repeats an a=mid value: {', '.join(map(str, mid_list))}")
+    mids = set(mid_list)
     for group in description.group:
         missing = [mid for mid in group.items if mid not in mids]
         if missing:
@@ -173,8 +188,22 @@ async def apply_remote_offer(pc: RTCPeerConnection, offer_sdp: str) -> None:
         await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
     except OperationError as exc:
         raise UnsupportedOffer(f"the SDP offer cannot be served: {exc}") from exc
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise InvalidOffer(f"the SDP offer was refused: {exc}") from exc
+    except Exception as exc:
+        # Whatever else aiortc trips over in an offer that passed the checks above is
+        # still the offer's doing: a client error, never a 500.
+        raise InvalidOffer(f"the SDP offer was refused: {exc or type(exc).__name__}") from exc
+
+
+async def answer_offer(pc: RTCPeerConnection) -> None:
+    """Create and apply the answer; an offer aiortc cannot answer is the client's error."""
+    try:
+        await pc.setLocalDescription(await pc.createAnswer())
+    except OperationError as exc:
+        raise UnsupportedOffer(f"the SDP offer cannot be answered: {exc}") from exc
+    except Exception as exc:
+        raise InvalidOffer(
+            f"the SDP offer cannot be answered: {exc or type(exc).__name__}"
+        ) from exc
 
 
 def answer_only_with(transceiver: RTCRtpTransceiver, codec: RelayCodec) -> None:
@@ -199,7 +228,7 @@ async def add_remote_candidate(pc: RTCPeerConnection, candidate_line: str, mid: 
     """Add one trickled candidate (`candidate:...` from an sdpfrag's a=candidate line)."""
     try:
         candidate = sdp.candidate_from_sdp(candidate_line.removeprefix("candidate:"))
-    except (ValueError, IndexError) as exc:
+    except (ValueError, IndexError, AssertionError) as exc:  # aiortc asserts on short lines
         raise InvalidOffer(f"bad ICE candidate {candidate_line!r}: {exc}") from exc
     candidate.sdpMid = mid
     candidate.sdpMLineIndex = None if mid is not None else 0

@@ -69,10 +69,11 @@ class PeerSession:
         task.add_done_callback(self._tasks.discard)
 
     def _expire_unless_connected(self) -> None:
-        """End the session if ICE and DTLS do not complete in time."""
+        """End the session if ICE and DTLS do not complete in time (from the offer's arrival)."""
 
         async def expire() -> None:
-            await asyncio.sleep(self._connect_timeout)
+            deadline = self.created_at + self._connect_timeout
+            await asyncio.sleep(max(0.0, deadline - time.monotonic()))
             if not self.connected:
                 self.end("timeout")
 

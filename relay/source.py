@@ -44,6 +44,8 @@ class Source:
         self.tracks: dict[str, OutputTrack] = {}
         self.publisher: Publisher | None = None
         self.viewers: set[Viewer] = set()
+        # Other relay nodes pulling this feed (edges of a cluster): sinks, but not viewers.
+        self.downstream: set[Viewer] = set()
         self.keyframe_requests_sent = 0
         self.viewer_nacks = 0
         self.sessions_started = 0
@@ -67,7 +69,7 @@ class Source:
             if track is None:
                 track = self.tracks[kind] = OutputTrack(kind)
             if not track.set_codec(codec):
-                for viewer in list(self.viewers):
+                for viewer in [*self.viewers, *self.downstream]:
                     viewer.end("codec_changed")
         for kind in set(self.tracks) - set(codecs):
             self.tracks[kind].codec = None
@@ -124,6 +126,13 @@ class Source:
 
     def remove_viewer(self, viewer: Viewer) -> None:
         self.viewers.discard(viewer)
+
+    def add_downstream(self, node: Viewer) -> None:
+        """A relay node pulling this feed: sent to like a viewer, never counted as one."""
+        self.downstream.add(node)
+
+    def remove_downstream(self, node: Viewer) -> None:
+        self.downstream.discard(node)
 
     def close(self) -> None:
         if self._pending_keyframe is not None:

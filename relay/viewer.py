@@ -23,6 +23,7 @@ from relay import rtc_internals
 from relay.errors import StudioOffline, UnsupportedOffer
 from relay.fanout import SendEntry
 from relay.negotiation import (
+    answer_offer,
     answer_only_with,
     apply_remote_offer,
     negotiated_codec,
@@ -154,10 +155,13 @@ class ViewerSession(PeerSession):
         send_buffer_bytes: int = 256 * 1024,
         on_end: Callable[[ViewerSession, str], None] | None = None,
         on_joined: Callable[[ViewerSession], None] | None = None,
+        downstream: bool = False,
     ) -> None:
         super().__init__(connect_timeout=connect_timeout, certificate=certificate, on_end=on_end)
         self.source = source
         self.country = country
+        # Another relay node pulling the feed (a cluster edge), not a person watching.
+        self.downstream = downstream
         self.connected_at: float | None = None
         self.sinks: dict[str, ViewerTrackSink] = {}
         self.nacks_received = 0
@@ -203,7 +207,7 @@ class ViewerSession(PeerSession):
             transceiver.sender.replaceTrack(_HeldTrack(kind))
             transceiver.direction = "sendonly"
             rtc_internals.take_over_sender(transceiver.sender, track.ssrc, self._rtcp_handler(kind))
-        await pc.setLocalDescription(await pc.createAnswer())
+        await answer_offer(pc)
         self._transceivers = taken
         transports = {id(t.sender.transport): t.sender.transport for t in taken.values()}
         for transport in transports.values():  # one with BUNDLE
@@ -213,7 +217,10 @@ class ViewerSession(PeerSession):
             if codec is None or codec.payloadType is None:
                 raise UnsupportedOffer(f"no {kind} codec could be negotiated")
             self._payload_types[kind] = codec.payloadType
-        self.source.add_viewer(self)
+        if self.downstream:
+            self.source.add_downstream(self)
+        else:
+            self.source.add_viewer(self)
         self._expire_unless_connected()
         return str(pc.localDescription.sdp)
 
@@ -221,6 +228,7 @@ class ViewerSession(PeerSession):
         for kind, sink in self.sinks.items():
             self.source.tracks[kind].remove_sink(sink)
         self.source.remove_viewer(self)
+        self.source.remove_downstream(self)
 
     def _connected(self) -> None:
         if not self.sinks:

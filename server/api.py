@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from server.state import REGISTRY, SETTINGS, SOURCES
 
@@ -17,7 +17,7 @@ async def studios(request: web.Request) -> web.Response:
     """Every configured studio, live or not, with its codecs and viewer count."""
     sources = request.app[SOURCES]
     listing = []
-    for studio in request.app[SETTINGS].studios:
+    for studio in request.app[SETTINGS].current.studios:
         source = sources[studio.id]
         listing.append(
             {
@@ -43,7 +43,17 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def metrics_app(registry: CollectorRegistry) -> web.Application:
+    """/metrics alone, for `server.metrics_port`: scraped apart from the public endpoints."""
+    app = web.Application()
+    app[REGISTRY] = registry
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/studios", studios)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    if not app[SETTINGS].current.server.metrics_port:  # else on its own listener
+        app.router.add_get("/metrics", metrics)

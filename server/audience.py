@@ -121,7 +121,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         }
     )
     origin = request.headers.get("Origin")
-    allowed = request.app[SETTINGS].server.cors_origins
+    allowed = request.app[SETTINGS].current.server.cors_origins
     if origin is not None and ("*" in allowed or origin in allowed):
         # The CORS middleware adds its headers after the handler, too late for a stream.
         response.headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
@@ -177,11 +177,11 @@ async def _end_streams(app: web.Application) -> None:
 
 def add_routes(app: web.Application) -> None:
     def snapshot() -> bytes:
-        studio_ids = [studio.id for studio in app[SETTINGS].studios]
+        studio_ids = [studio.id for studio in app[SETTINGS].current.studios]
         return orjson.dumps(audience_snapshot(studio_ids, app[SOURCES], app[METRICS].audience))
 
     app[FEED] = AudienceFeed(snapshot)
     app.cleanup_ctx.append(_run_feed)
     app.on_shutdown.append(_end_streams)
     app.router.add_get("/api/audience", audience)
-    app.router.add_get("/api/events", events)
+    app.router.add_get("/api/events", events, allow_head=False)  # a stream has no HEAD

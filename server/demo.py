@@ -40,6 +40,8 @@ async def publish_forever(settings: Settings) -> None:
     if studio is None:
         log.error("demo studio is not configured", extra={"studio": demo.studio_id})
         return
+    if settings.cluster.role == "edge":
+        return  # studios publish to origins: an edge pulls the demo from its origin
     loop = await asyncio.to_thread(
         encode_test_loop, demo.width, demo.height, demo.fps, demo.loop_seconds
     )

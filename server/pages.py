@@ -12,7 +12,6 @@ from pathlib import Path
 
 from aiohttp import web
 
-from server.problems import Handler
 from server.state import SETTINGS
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -50,7 +49,7 @@ def page(name: str, *, status: int = 200, permissions: str = OTHER_PERMISSIONS) 
 
 
 def known_studio(request: web.Request) -> bool:
-    return request.app[SETTINGS].studio(request.match_info["studio"]) is not None
+    return request.app[SETTINGS].current.studio(request.match_info["studio"]) is not None
 
 
 async def programme(request: web.Request) -> web.FileResponse:
@@ -73,14 +72,11 @@ async def audience(request: web.Request) -> web.FileResponse:
     return page("audience.html")
 
 
-@web.middleware
-async def static_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def static_headers(request: web.Request, response: web.StreamResponse) -> None:
     """Static files are revalidated (ETag, Last-Modified) so that a deploy shows at once."""
-    response = await handler(request)
     if request.path.startswith("/static/"):
         response.headers.setdefault("Cache-Control", "no-cache")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    return response
 
 
 def add_routes(app: web.Application) -> None:
@@ -89,4 +85,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/studio/{studio}", studio)
     app.router.add_get("/audience", audience)
     app.router.add_static("/static", STATIC_DIR, append_version=False)
-    app.middlewares.append(static_headers)
+    app.on_response_prepare.append(static_headers)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from relay.negotiation import MAX_SDP_LINE_LENGTH
+
 
 class SdpFragError(ValueError):
     pass
@@ -24,7 +26,12 @@ def parse_sdpfrag(text: str, max_lines: int = 200) -> SdpFrag:
     lines = [line.strip() for line in text.replace("\r\n", "\n").split("\n") if line.strip()]
     if len(lines) > max_lines:
         raise SdpFragError(f"the fragment has {len(lines)} lines; at most {max_lines} are accepted")
-    for line in lines:
+    for number, line in enumerate(lines, 1):
+        if len(line) > MAX_SDP_LINE_LENGTH:
+            raise SdpFragError(
+                f"line {number} ({line[:24]!r}...) is {len(line)} characters long; "
+                f"at most {MAX_SDP_LINE_LENGTH} are accepted"
+            )
         if line.startswith("m="):
             mid = None
         elif line.startswith("a=mid:"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -18,6 +19,11 @@ class RtcSession(Protocol):
 
     end_reason: str | None
     ended: asyncio.Event  # set once the peer connection is closed
+    created_at: float  # time.monotonic() when the offer arrived
+
+    @property
+    def connected(self) -> bool:
+        """ICE and DTLS are up."""
 
     async def answer(self, offer_sdp: str) -> str: ...
 
@@ -53,9 +59,11 @@ class SessionResource:
 class SessionRegistry:
     def __init__(self) -> None:
         self._by_id: dict[str, SessionResource] = {}
+        self._counts: Counter[tuple[Protocol_, str]] = Counter()  # (protocol, studio) -> sessions
 
     def add(self, resource: SessionResource) -> None:
         self._by_id[resource.id] = resource
+        self._counts[resource.protocol, resource.studio_id] += 1
 
     def get(self, protocol: Protocol_, studio_id: str, session_id: str) -> SessionResource | None:
         resource = self._by_id.get(session_id)
@@ -63,9 +71,23 @@ class SessionRegistry:
             return None
         return resource
 
+    def find(self, session_id: str) -> SessionResource | None:
+        """A session by id alone, whatever its protocol and studio (the admin API)."""
+        return self._by_id.get(session_id)
+
     def remove(self, session_id: str) -> bool:
         """Forget a session; False if it was not registered (never answered, or gone)."""
-        return self._by_id.pop(session_id, None) is not None
+        resource = self._by_id.pop(session_id, None)
+        if resource is None:
+            return False
+        self._counts[resource.protocol, resource.studio_id] -= 1
+        return True
+
+    def count(self, protocol: Protocol_, studio_id: str | None = None) -> int:
+        """Sessions of a protocol, of one studio or of all."""
+        if studio_id is not None:
+            return self._counts[protocol, studio_id]
+        return sum(n for (p, _), n in self._counts.items() if p == protocol)
 
     def all(self) -> list[SessionResource]:
         return list(self._by_id.values())

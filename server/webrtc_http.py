@@ -15,10 +15,11 @@ from aiohttp import web
 from config.settings import Settings, StudioSettings
 from relay.errors import InvalidOffer, OfferRejected, StudioOffline, UnsupportedOffer
 from relay.negotiation import ice_credentials
+from server.admission import draining_refusal, unavailable
 from server.problems import Problem
 from server.sdpfrag import SdpFragError, parse_sdpfrag
 from server.sessions import Protocol_, RtcSession, SessionRegistry, SessionResource, new_session_id
-from server.state import METRICS, SESSIONS, SETTINGS
+from server.state import ADMISSION, METRICS, SESSIONS, SETTINGS
 
 log = logging.getLogger("meridian.http")
 
@@ -30,12 +31,18 @@ SESSION_METHODS = "PATCH, DELETE, OPTIONS"
 
 def studio_or_404(request: web.Request) -> StudioSettings:
     studio_id = request.match_info["studio"]
-    studio = request.app[SETTINGS].studio(studio_id)
+    studio = request.app[SETTINGS].current.studio(studio_id)
     if studio is None:
         raise Problem(
             404, "Not Found", f"there is no studio {studio_id!r}", problem="unknown-studio"
         )
     return studio
+
+
+def same_token(given: str, expected: str) -> bool:
+    """Constant-time comparison of a token taken from a header, whatever bytes it holds
+    (aiohttp keeps bytes that are not UTF-8 as surrogates: they simply do not match)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode())
 
 
 def require_bearer(request: web.Request, studio: StudioSettings) -> None:
@@ -49,7 +56,7 @@ def require_bearer(request: web.Request, studio: StudioSettings) -> None:
             f"publishing to {studio.id!r} needs its bearer token",
             headers={"WWW-Authenticate": 'Bearer realm="meridian"'},
         )
-    if not hmac.compare_digest(token.strip().encode(), studio.token.encode()):
+    if not same_token(token.strip(), studio.token):
         raise Problem(
             401,
             "Unauthorized",
@@ -59,7 +66,7 @@ def require_bearer(request: web.Request, studio: StudioSettings) -> None:
 
 
 async def read_body(request: web.Request, content_type: str, accept_header: str) -> str:
-    settings: Settings = request.app[SETTINGS]
+    settings: Settings = request.app[SETTINGS].current
     if request.content_type != content_type:
         raise Problem(
             415,
@@ -177,13 +184,23 @@ SessionFactory = Callable[[Callable[[object, str], None]], RtcSession]
 async def establish(
     request: web.Request, protocol: Protocol_, studio_id: str, offer: str, create: SessionFactory
 ) -> web.Response:
-    """Answer an offer with a new session, registered under an unguessable URL."""
+    """Answer an offer with a new session, registered under an unguessable URL.
+
+    Refused with 503 while the server drains or a cap is reached (server/admission.py),
+    and when the server cannot open the session's sockets.
+    """
     app = request.app
+    admission = app[ADMISSION]
+    admission.check(app[SETTINGS].current.limits, app[SESSIONS], protocol, studio_id)
     session_id = new_session_id()
 
     def ended(_: object, reason: str) -> None:
+        admission.forget(session_id)
         if app[SESSIONS].remove(session_id):
-            app[METRICS].session_ended(protocol, studio_id, reason)
+            try:
+                app[METRICS].session_ended(protocol, studio_id, reason)
+            except Exception:  # counting must never stand in the way of ending
+                log.exception("could not count an ended session")
             log.info(
                 "session ended",
                 extra={
@@ -195,17 +212,36 @@ async def establish(
             )
 
     session = create(ended)
-    try:
-        answer = await session.answer(offer)
-    except OfferRejected as exc:
-        session.end("rejected")
-        raise refusal(exc, app[SETTINGS].relay.offline_retry_after) from None
-    except BaseException:
-        session.end("failed")  # never leave a peer connection open behind an error
-        raise
+    with admission.negotiating(protocol, studio_id):
+        try:
+            answer = await session.answer(offer)
+        except OfferRejected as exc:
+            session.end("rejected")
+            raise refusal(exc, app[SETTINGS].current.relay.offline_retry_after) from None
+        except OSError as exc:  # no socket left for ICE (file descriptors, ports)
+            session.end("failed")
+            log.warning("could not open a session's sockets", extra={"error": str(exc)})
+            raise unavailable(
+                "the server cannot open another connection now; try again later",
+                app[SETTINGS].current.limits.retry_after,
+                "no-resources",
+            ) from None
+        except BaseException:
+            session.end("failed")  # never leave a peer connection open behind an error
+            raise
+    # The server may have begun to drain, or the studio been removed, meanwhile.
+    if admission.draining:
+        session.end("shutdown")
+        raise draining_refusal(app[SETTINGS].current.limits.retry_after)
+    if app[SETTINGS].current.studio(studio_id) is None:
+        session.end("studio_removed")
+        raise Problem(
+            404, "Not Found", f"there is no studio {studio_id!r}", problem="unknown-studio"
+        )
     resource = SessionResource(session_id, protocol, studio_id, session)
     resource.ice_ufrag, resource.ice_pwd = ice_credentials(offer)
     app[SESSIONS].add(resource)
+    admission.registered(resource)
     log.info(
         "session started", extra={"protocol": protocol, "studio": studio_id, "session": session_id}
     )

@@ -24,9 +24,9 @@ def authorize_session(request: web.Request) -> None:
 async def publish(request: web.Request) -> web.Response:
     studio = webrtc_http.studio_or_404(request)
     webrtc_http.require_bearer(request, studio)
-    offer = await webrtc_http.read_body(request, webrtc_http.SDP, "Accept-Post")
-    relay = request.app[SETTINGS].relay
     source = request.app[SOURCES][studio.id]
+    offer = await webrtc_http.read_body(request, webrtc_http.SDP, "Accept-Post")
+    relay = request.app[SETTINGS].current.relay
     certificate = request.app[CERTIFICATE]
 
     def create(on_end: Callable[[object, str], None]) -> StudioSession:

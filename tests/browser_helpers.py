@@ -18,12 +18,13 @@ from typing import Any, TypeVar
 
 import pytest
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, ViewportSize, async_playwright
 from prometheus_client import CollectorRegistry
 
 from config.settings import (
     DemoSettings,
     GeoSettings,
+    LimitSettings,
     RelaySettings,
     Settings,
     StudioSettings,
@@ -47,8 +48,8 @@ LAUNCH_ARGS = [
     "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",
 ]
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 
 # The marathon's eight capitals; berlin and cairo keep the suite's usual tokens.
 CAPITALS = (
@@ -69,7 +70,8 @@ def token_for(studio: str) -> str:
 
 def browser_settings() -> Settings:
     """Eight studios; offline viewers retry after 1 s; 127.0.0.1 is a trusted proxy, so a
-    browser context's `CF-IPCountry` header places its viewers in a country."""
+    browser context's `CF-IPCountry` header places its viewers in a country, and its
+    request rate is a crowd's."""
     return Settings(
         studios=tuple(
             StudioSettings(sid, name, country, city, token_for(sid))
@@ -78,6 +80,8 @@ def browser_settings() -> Settings:
         demo=DemoSettings(enabled=False),
         relay=RelaySettings(offline_retry_after=1),
         geo=GeoSettings(trusted_proxies=("127.0.0.1/32",)),
+        # Every browser and load viewer of these tests shares one address, 127.0.0.1.
+        limits=LimitSettings(rate_per_second=1000.0, rate_burst=1000),
     )
 
 
@@ -103,19 +107,14 @@ class Chromium:
     contexts: list[BrowserContext] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
-    async def page(
-        self,
-        url: str,
-        *,
-        viewport: dict[str, int] = DESKTOP,
-        country: str | None = None,
-        scale: float = 1,
-    ) -> Page:
+    async def page(self, url: str, *, phone: bool = False, country: str | None = None) -> Page:
+        """Open `url` in a new context: a desktop window, or a phone (touch, 2x pixels);
+        `country` is sent as CF-IPCountry, as a CDN in front of Meridian would."""
         context = await self.browser.new_context(
-            viewport=viewport,  # type: ignore[arg-type]
-            device_scale_factor=scale,
-            is_mobile=viewport is PHONE,
-            has_touch=viewport is PHONE,
+            viewport=PHONE if phone else DESKTOP,
+            device_scale_factor=2 if phone else 1,
+            is_mobile=phone,
+            has_touch=phone,
             extra_http_headers={"CF-IPCountry": country} if country else None,
         )
         self.contexts.append(context)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
@@ -11,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from config.settings import DemoSettings, RelaySettings, Settings, StudioSettings
 from server.app import create_app
+from server.live_settings import SettingsLoader
 
 TOKENS = {"berlin": "berlin-token-0123456789", "cairo": "cairo-token-0123456789"}
 
@@ -49,3 +51,19 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 def url(server: TestServer, path: str) -> str:
     return str(server.make_url(path))
+
+
+@asynccontextmanager
+async def serving(
+    settings: Settings,
+    registry: CollectorRegistry | None = None,
+    reload: SettingsLoader | None = None,
+) -> AsyncIterator[TestServer]:
+    """A server on a real socket with these settings (and a loader for reloads)."""
+    app = create_app(settings, registry or CollectorRegistry(), reload=reload)
+    test_server = TestServer(app, host="127.0.0.1")
+    await test_server.start_server()
+    try:
+        yield test_server
+    finally:
+        await test_server.close()

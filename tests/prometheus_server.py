@@ -6,7 +6,7 @@ import asyncio
 import json
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,13 +95,20 @@ def prometheus_binary() -> str:
     return binary
 
 
-def write_config(directory: Path, target: str, rule_files: list[Path], interval: str) -> Path:
-    """prometheus.yml (as JSON, which YAML reads) scraping `target` as job "meridian"."""
+def write_config(
+    directory: Path, target: str | Sequence[str], rule_files: list[Path], interval: str
+) -> Path:
+    """prometheus.yml (as JSON, which YAML reads) scraping `target` as job "meridian".
+
+    Several targets (the nodes of a cluster) are scraped alike and told apart by their
+    `instance` label, as in a real deployment: the exporter itself adds no node label.
+    """
     directory.mkdir(parents=True, exist_ok=True)
+    targets = [target] if isinstance(target, str) else list(target)
     config = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": [str(path) for path in rule_files],
-        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
+        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": targets}]}],
     }
     path = directory / "prometheus.yml"
     path.write_text(json.dumps(config, indent=2))
@@ -110,9 +117,9 @@ def write_config(directory: Path, target: str, rule_files: list[Path], interval:
 
 @asynccontextmanager
 async def running_prometheus(
-    directory: Path, target: str, rule_files: list[Path], interval: str = "1s"
+    directory: Path, target: str | Sequence[str], rule_files: list[Path], interval: str = "1s"
 ) -> AsyncIterator[Prometheus]:
-    """Prometheus on 127.0.0.1 scraping `target` (host:port); killed at the end."""
+    """Prometheus on 127.0.0.1 scraping `target` (host:port, or several); killed at the end."""
     port = free_port()
     config = write_config(directory, target, rule_files, interval)
     log_path = directory / "prometheus.log"

@@ -33,13 +33,14 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def write_config(directory: Path, studios: dict[str, str]) -> Path:
+def write_config(directory: Path, studios: dict[str, str], extra: str = "") -> Path:
+    """A configuration with these studios (id -> token) after `extra` (other sections)."""
     path = directory / "meridian.toml"
     blocks = [
         f'[[studios]]\nid = "{sid}"\nname = "{sid} studio"\ncountry = "DE"\ntoken = "{token}"\n'
         for sid, token in studios.items()
     ]
-    path.write_text("\n".join(blocks))
+    path.write_text(extra + "\n" + "\n".join(blocks))
     return path
 
 
@@ -50,10 +51,12 @@ async def running_server(
     *,
     script: str = "run.py",
     env: dict[str, str] | None = None,
+    config_extra: str = "",
+    port: int | None = None,
 ) -> AsyncIterator[ServerProcess]:
-    """Start Meridian on a free port; kill it at the end whatever happens."""
-    port = free_port()
-    config = write_config(directory, studios)
+    """Start Meridian on `port` (default: a free one); kill it at the end whatever happens."""
+    port = port or free_port()
+    config = write_config(directory, studios, config_extra)
     log_path = directory / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(  # noqa: ASYNC220 - start-up only, returns at once

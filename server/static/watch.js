@@ -336,9 +336,16 @@ function renderAudience() {
   header.dataset.count = String(total);
 }
 
+let programmeSignature = "";
+
 function renderProgramme() {
   const list = document.getElementById("programme");
   const counts = audienceByStudio(audience);
+  const signature = JSON.stringify(
+    studios.map((s) => [s.id, s.city, s.country, s.live, counts.get(s.id)?.viewers ?? s.viewers]),
+  );
+  if (signature === programmeSignature) return; // keep focus and hover where they are
+  programmeSignature = signature;
   list.replaceChildren(
     ...studios.map((s) =>
       h(

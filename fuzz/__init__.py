@@ -1,0 +1,1 @@
+"""Fuzz harnesses (atheris) for what clients send Meridian; see fuzz/README.md."""
