@@ -55,6 +55,8 @@ INGEST_BYTES = "meridian_ingest_bytes_total"
 DROPPED = "meridian_dropped_packets_total"
 NACKS = "meridian_viewer_nacks_total"
 KEYFRAME_REQUESTS = "meridian_keyframe_requests_sent_total"
+VIEWERS_ENDED = "meridian_viewer_sessions_ended_total"
+STUDIOS_ENDED = "meridian_studio_sessions_ended_total"
 
 MERIDIAN = "meridian"
 MEDIARELAY = "mediarelay"
@@ -98,6 +100,7 @@ class Snapshot:
     server_udp_drops: int = 0
     load_udp_drops: int = 0
     server_wait: float = 0.0  # seconds runnable but waiting for a CPU
+    ended: dict[str, float] = field(default_factory=dict)  # "viewer reason" -> sessions
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +148,12 @@ class PointResult:
     delivery_ratio: float  # received / expected from sequence numbers, all viewers
     received_over_forwarded: float  # cross-check against the server's counter
     worst_viewer_delivery: float
-    viewers_without_packets: int
+    viewers_without_packets: int  # connected at the window's start, nothing received in it
+    sessions_ended: dict[str, int]  # "viewer <reason>" / "studio <reason>", since last step
     frame_delivery: float  # video frames received per viewer / frames the studio sent
     packets_checked: int
     packets_invalid: int
+    receiver_reports_per_second: float  # RTCP RR the viewers sent the relay
     dropped_packets: int
     viewer_nacks: int
     server_keyframe_requests: int
@@ -288,6 +293,7 @@ class Ramp:
         self.http: aiohttp.ClientSession | None = None
         self._snapshots = 0
         self._joined = [0] * options.processes
+        self._last: Snapshot | None = None  # the previous step's end (sessions ended since)
 
     async def run(self) -> ScenarioResult:
         work = Path(tempfile.mkdtemp(prefix="meridian-bench-"))
@@ -411,6 +417,7 @@ class Ramp:
         await self._memory(mark=True)
 
         previous: PointResult | None = None
+        self._last = base_end
         for count in scenario.viewers:
             print(f"  {count} viewers ...", file=sys.stderr, flush=True)
             wave = await self._join(count)
@@ -423,6 +430,7 @@ class Ramp:
             latency = await self._latency(reset=False)
             end = await self._snapshot()
             point = self._result(base_start, base_end, start, end, wave, latency, previous)
+            self._last = end
             result.points.append(point)
             previous = point
             print(
@@ -588,8 +596,11 @@ class Ramp:
         user, system = procfs.cpu_times(self.server.pid)
         rss = procfs.rss_bytes(self.server.pid)
         async with self.http.get(self.base + "/metrics") as response:
-            metrics = prom.sum_by_name(await response.text())
-        snapshot = Snapshot(t, user + system, system, rss, metrics)
+            text = await response.text()
+        snapshot = Snapshot(t, user + system, system, rss, prom.sum_by_name(text))
+        for who, name in (("viewer", VIEWERS_ENDED), ("studio", STUDIOS_ENDED)):
+            for reason, count in prom.by_label(text, name, "reason").items():
+                snapshot.ended[f"{who} {reason}"] = count
         snapshot.server_wait = procfs.run_queue_wait(self.server.pid)
         for child in self.load:
             answer = await child.expect("snapshot", 15.0, {"id": tag})
@@ -621,7 +632,7 @@ class Ramp:
         fps = int(self.info.encoded.get("fps", 30))
         # Per viewer: received (video + audio), expected (from sequence numbers), frames.
         received_each, expected_each, frames_each = [], [], []
-        checked = invalid = 0
+        checked = invalid = reports = 0
         old = {i: s for i, s in enumerate(start.viewers)}
         for index, e in enumerate(end.viewers):
             s = old.get(index, [0] * len(e))
@@ -630,9 +641,19 @@ class Ramp:
             expected_each.append(e[5] - s[5])
             checked += e[6] - s[6]
             invalid += e[7] - s[7]
+            reports += e[9] - s[9]
+        stream_pps = ingest / seconds / scenario.studios
+        # A viewer that was there at the start and got nothing shows no sequence numbers:
+        # count the whole stream as expected for it, so that silence is not invisible.
+        silent = [
+            i
+            for i, (r, x) in enumerate(zip(received_each, expected_each, strict=True))
+            if r == 0 and x == 0 and i < len(start.viewers)
+        ]
+        for i in silent:
+            expected_each[i] = round(stream_pps * seconds)
         received = sum(received_each)
         expected = sum(expected_each)
-        stream_pps = ingest / seconds / scenario.studios
         cores = cpu / seconds
         frame_delivery = (
             statistics.fmean(frames_each) / (fps * seconds) if frames_each else float("nan")
@@ -709,10 +730,16 @@ class Ramp:
             delivery_ratio=round(received / expected, 5) if expected else 0.0,
             received_over_forwarded=round(received / forwarded, 5) if forwarded else 0.0,
             worst_viewer_delivery=round(min(delivery_each), 5) if delivery_each else 0.0,
-            viewers_without_packets=sum(1 for r in received_each if r == 0),
+            viewers_without_packets=len(silent),
+            sessions_ended={
+                k: round(v - (self._last.ended.get(k, 0.0) if self._last else 0.0))
+                for k, v in end.ended.items()
+                if v - (self._last.ended.get(k, 0.0) if self._last else 0.0) > 0
+            },
             frame_delivery=round(frame_delivery, 4),
             packets_checked=checked,
             packets_invalid=invalid,
+            receiver_reports_per_second=round(reports / seconds, 1),
             dropped_packets=round(prom.delta(end.metrics, start.metrics, DROPPED)),
             viewer_nacks=round(prom.delta(end.metrics, start.metrics, NACKS)),
             server_keyframe_requests=round(

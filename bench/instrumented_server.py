@@ -7,8 +7,9 @@ carries it, as tests/no_codec_server.py does for codecs):
 * `relay.rtc_internals._PacketTap.add`, where each decrypted studio packet enters the
   relay and which returns only after `OutputTrack.forward` has sent it to every
   viewer. For each video packet it reads the studio's abs-send-time header extension
-  (RFC-less but universal: 6.18 fixed-point NTP seconds that aiortc, like libwebrtc,
-  stamps on each packet as it sends it) and the wall clock on entry and on return:
+  (WebRTC's http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time: 6.18 fixed-point
+  NTP seconds that aiortc, like libwebrtc, stamps on each packet as it sends it) and the
+  wall clock on entry and on return:
 
     in  = the studio's send time (publisher and relay share this machine's clock)
     tap = the packet reaches the relay (loopback, the UDP socket, ICE, DTLS/SRTP

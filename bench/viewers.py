@@ -11,6 +11,9 @@ a sample is decrypted: every video packet until the first keyframe (the join tim
 then one packet in `SAMPLE_EVERY`, each checked (authentication, header, H.264 NAL
 type) to prove the stream valid. STUN, DTLS and RTCP go to aiortc as usual, and so
 does any RTP that arrives before aiortc has its SRTP keys (counted the same way).
+Since aiortc's receiver then sees no RTP, it would send no receiver reports: each
+viewer sends its own for each stream every 0.5 to 1.5 s, as aiortc's receiver (and a
+browser) does, from its counts, so the relay handles the RTCP a real audience sends.
 
 Speaks bench.protocol: `join <count>` adds viewers and answers `joined` once each has
 its first keyframe or failed, with every new viewer's join time (WHEP POST to the
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import random
 import resource
 import socket
 import sys
@@ -44,7 +48,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.rtcdtlstransport import RTCDtlsTransport
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket, RtpPacket
 
 from bench.protocol import commands, emit
 from clients.webrtc_client import RemoteSession, WebRtcHttpError, end_session
@@ -91,6 +95,7 @@ class Reception:
         "octets",
         "overhead",
         "packets",
+        "ssrc",
         "video_frames",
         "video_types",
     )
@@ -106,6 +111,7 @@ class Reception:
         self.last = [-1, -1]  # last sequence number seen (16 bits), -1 before any
         self.highest = [0, 0]  # extended highest sequence number
         self.expected_base = [0, 0]  # extended sequence number of the first packet
+        self.ssrc = [0, 0]  # the sender's SSRC per kind, seen on a checked packet
         self.video_frames = 0  # packets with the marker bit: frames completed
         self.first_keyframe_at: float | None = None
         self.keyframe = asyncio.Event()  # set with first_keyframe_at
@@ -122,23 +128,22 @@ class Reception:
             kind = 1
         else:
             return False
-        sample = False
-        if kind == 0:
-            if second & 0x80:
-                self.video_frames += 1
-            sample = self.first_keyframe_at is None
-        if sample or not self.packets[kind] % SAMPLE_EVERY:
+        if (kind == 0 and self.first_keyframe_at is None) or not self.packets[kind] % SAMPLE_EVERY:
             dtls = self.dtls
             srtp = None if dtls is None else dtls._rx_srtp
             if srtp is None:
                 return False  # keys not set yet: aiortc's path decrypts it, in order
             self._check(data, kind, srtp)
+            self.ssrc[kind] = int.from_bytes(data[8:12])
+        if kind == 0 and second & 0x80:
+            self.video_frames += 1
         self._count(kind, (data[2] << 8) | data[3], len(data))
         return True
 
     def on_packet(self, packet: RtpPacket) -> None:
         """A packet that went through aiortc's receive path (decrypted, parsed)."""
         kind = 0 if packet.payload_type in self.video_types else 1
+        self.ssrc[kind] = packet.ssrc
         if kind == 0:
             if packet.marker:
                 self.video_frames += 1
@@ -176,6 +181,26 @@ class Reception:
                 self.invalid += 1
             elif self.first_keyframe_at is None and h264_starts_keyframe(payload):
                 self._first_keyframe()
+
+    def receiver_reports(self) -> list[RtcpReceiverInfo]:
+        """RTCP report blocks (RFC 3550 6.4.2) for the streams received so far."""
+        reports = []
+        for kind in (0, 1):
+            if self.last[kind] < 0 or not self.ssrc[kind]:
+                continue
+            expected = self.highest[kind] - self.expected_base[kind] + 1
+            reports.append(
+                RtcpReceiverInfo(
+                    ssrc=self.ssrc[kind],
+                    fraction_lost=0,
+                    packets_lost=max(0, min(expected - self.packets[kind], 0x7FFFFF)),
+                    highest_sequence=self.highest[kind] & 0xFFFFFFFF,
+                    jitter=0,
+                    lsr=0,
+                    dlsr=0,
+                )
+            )
+        return reports
 
     def _first_keyframe(self) -> None:
         self.first_keyframe_at = time.monotonic()
@@ -274,6 +299,8 @@ class BenchViewer:
     posted_at: float | None = None
     connected_at: float | None = None
     error: str | None = None
+    reporting: asyncio.Task[None] | None = None
+    reports_sent: int = 0  # RTCP receiver reports
 
     @property
     def connected(self) -> bool:
@@ -304,7 +331,7 @@ class BenchViewer:
 
     def counts(self) -> list[int]:
         counts = self.reception.counts() if self.reception is not None else [0] * 8
-        return [*counts, int(self.connected)]
+        return [*counts, int(self.connected), self.reports_sent]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -359,6 +386,20 @@ async def whep_post(http: aiohttp.ClientSession, viewer: BenchViewer) -> RemoteS
     return RemoteSession(location, etag, body)
 
 
+async def send_receiver_reports(viewer: BenchViewer) -> None:
+    """One RTCP RR per stream every 0.5 to 1.5 s (RFC 3550's interval, as aiortc's)."""
+    reception = viewer.reception
+    assert reception is not None and reception.dtls is not None
+    dtls = reception.dtls
+    ssrc = random.getrandbits(32)
+    while True:
+        await asyncio.sleep(0.5 + random.random())
+        for report in reception.receiver_reports():
+            with contextlib.suppress(ConnectionError, OSError, pylibsrtp.Error):
+                await dtls._send_rtp(bytes(RtcpRrPacket(ssrc=ssrc, reports=[report])))
+                viewer.reports_sent += 1
+
+
 async def join(http: aiohttp.ClientSession, viewer: BenchViewer, args: argparse.Namespace) -> None:
     pc = viewer.pc
     video = pc.addTransceiver("video", direction="recvonly")
@@ -372,6 +413,7 @@ async def join(http: aiohttp.ClientSession, viewer: BenchViewer, args: argparse.
                     raise ConnectionError(f"connection {pc.connectionState}")
                 await asyncio.sleep(0.01)
         viewer.connected_at = time.monotonic()
+        viewer.reporting = asyncio.ensure_future(send_receiver_reports(viewer))
         assert viewer.reception is not None
         async with asyncio.timeout(args.keyframe_timeout):
             await viewer.reception.keyframe.wait()
@@ -386,6 +428,8 @@ async def join(http: aiohttp.ClientSession, viewer: BenchViewer, args: argparse.
 
 
 async def leave(http: aiohttp.ClientSession, viewer: BenchViewer) -> None:
+    if viewer.reporting is not None:
+        viewer.reporting.cancel()
     if viewer.session is not None and viewer.connected:
         with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
             await asyncio.wait_for(end_session(http, viewer.session), 5.0)

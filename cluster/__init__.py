@@ -1,0 +1,1 @@
+"""Many processes and machines: origins, edges, the Redis directory (docs/scaling.md)."""

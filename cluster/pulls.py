@@ -153,8 +153,13 @@ class PullManager:
         now = time.monotonic()
         snapshot = self._node.current()
         for studio, state in list(self._states.items()):
-            source = self._node.sources[studio]
+            source = self._node.sources.get(studio)
             session = state.active
+            if source is None:  # the studio left the configuration (a reload)
+                if session is not None:
+                    session.end("shutdown")
+                del self._states[studio]
+                continue
             wanted = bool(source.viewers or source.downstream) or now < state.wanted_until
             if not wanted:
                 if state.idle_since is None:
@@ -198,7 +203,7 @@ class PullManager:
                 "upstream": session.upstream if session is not None else None,
                 "depth": session.depth if session is not None else None,
                 "connected": bool(session is not None and session.connected),
-                "live": self._node.sources[studio].live,
+                "live": studio in self._node.sources and self._node.sources[studio].live,
                 "failures": state.failures,
                 "last_error": state.last_error,
             }
@@ -235,7 +240,9 @@ class PullManager:
 
     async def _pull(self, studio: str, state: _PullState) -> None:
         node = self._node
-        source: Source = node.sources[studio]
+        source: Source | None = node.sources.get(studio)
+        if source is None:
+            return  # the studio left the configuration meanwhile
         snapshot = node.current()
         if snapshot is None or snapshot.origin_of(studio) is None:
             snapshot = await node.refresh()  # the studio may have gone live a moment ago
@@ -322,7 +329,8 @@ class PullManager:
 
     def _retry(self, studio: str) -> None:
         state = self._states.get(studio)
-        if state is not None and state.active is None:
-            source = self._node.sources[studio]
-            if source.viewers or source.downstream or time.monotonic() < state.wanted_until:
-                self._start(studio, state)
+        source = self._node.sources.get(studio)
+        if state is None or source is None or state.active is not None:
+            return
+        if source.viewers or source.downstream or time.monotonic() < state.wanted_until:
+            self._start(studio, state)

@@ -77,7 +77,16 @@ async def read_body(request: web.Request, content_type: str, accept_header: str)
     limit = settings.server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise Problem(413, "Content Too Large", f"the body is larger than {limit} bytes")
-    body = await request.content.read(limit + 1)
+    # read(n) returns what has arrived so far: gather until the end of the body.
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    body = b"".join(chunks)
     if len(body) > limit:
         raise Problem(413, "Content Too Large", f"the body is larger than {limit} bytes")
     try:

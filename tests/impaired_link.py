@@ -31,6 +31,7 @@ import os
 import random
 import re
 import select
+import shutil
 import signal
 import struct
 import sys
@@ -105,25 +106,11 @@ async def run(*argv: str, check: bool = True) -> str:
 
 async def kernel_has_netem(namespace: str) -> bool:
     """Try a netem qdisc on the namespace's own loopback (harmless, gone with the namespace)."""
-    output = await run(
-        "ip",
-        "netns",
-        "exec",
-        namespace,
-        "tc",
-        "qdisc",
-        "add",
-        "dev",
-        "lo",
-        "root",
-        "netem",
-        "delay",
-        "1ms",
-        check=False,
-    )
+    probe = f"ip netns exec {namespace} tc qdisc add dev lo root netem delay 1ms"
+    output = await run(*probe.split(), check=False)
     if output.strip():
         return False
-    await run("ip", "netns", "exec", namespace, "tc", "qdisc", "del", "dev", "lo", "root")
+    await run(*f"ip netns exec {namespace} tc qdisc del dev lo root".split())
     return True
 
 
@@ -144,7 +131,7 @@ async def impaired_link(
 ) -> AsyncIterator[ImpairedLink]:
     """Create the namespace and its lossy link; remove everything again whatever happens."""
     for tool in ("ip", "tc"):
-        if not any((Path(d) / tool).exists() for d in os.environ.get("PATH", "").split(":")):
+        if shutil.which(tool) is None:
             raise LinkError(f"`{tool}` is missing: install Debian's iproute2 (make system-deps)")
     tag = os.getpid() % 10000
     subnet = 10 + os.getpid() % 240
@@ -182,17 +169,8 @@ async def impaired_link(
 
 async def _veth_with_netem(link: ImpairedLink) -> None:
     await run(
-        "ip",
-        "link",
-        "add",
-        link.host_dev,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        link.ns_dev,
-        "netns",
-        link.namespace,
+        *f"ip link add {link.host_dev} type veth peer name {link.ns_dev}".split(),
+        *("netns", link.namespace),
     )
     netem = ["root", "netem", "loss", f"{link.loss * 100:g}%", "delay", f"{link.delay * 1000:g}ms"]
     await run("tc", "qdisc", "add", "dev", link.host_dev, *netem)
@@ -219,19 +197,9 @@ async def _read_netem_drops(link: ImpairedLink) -> None:
 async def _tun_wire(link: ImpairedLink, seed: int) -> asyncio.subprocess.Process:
     """Start the wire process: it creates both TUN devices; one is then moved into the netns."""
     wire = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.impaired_link",
-        "--host-dev",
-        link.host_dev,
-        "--ns-dev",
-        link.ns_dev,
-        "--loss",
-        str(link.loss),
-        "--delay",
-        str(link.delay),
-        "--seed",
-        str(seed),
+        *(sys.executable, "-m", "tests.impaired_link"),
+        *("--host-dev", link.host_dev, "--ns-dev", link.ns_dev),
+        *("--loss", str(link.loss), "--delay", str(link.delay), "--seed", str(seed)),
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -268,29 +236,11 @@ async def _address_both_ends(link: ImpairedLink) -> None:
     if link.method == "netem":
         await run("ip", "addr", "add", f"{link.host_address}/30", "dev", link.host_dev)
         await run(*ns("ip", "addr", "add", f"{link.studio_address}/30", "dev", link.ns_dev))
-    else:
-        await run(
-            "ip",
-            "addr",
-            "add",
-            link.host_address,
-            "peer",
-            link.studio_address,
-            "dev",
-            link.host_dev,
-        )
-        await run(
-            *ns(
-                "ip",
-                "addr",
-                "add",
-                link.studio_address,
-                "peer",
-                link.host_address,
-                "dev",
-                link.ns_dev,
-            )
-        )
+    else:  # point to point: each end names the other
+        host_end = f"{link.host_address} peer {link.studio_address} dev {link.host_dev}"
+        studio_end = f"{link.studio_address} peer {link.host_address} dev {link.ns_dev}"
+        await run("ip", "addr", "add", *host_end.split())
+        await run(*ns("ip", "addr", "add", *studio_end.split()))
     await run("ip", "link", "set", "dev", link.host_dev, "up")
     await run(*ns("ip", "link", "set", "dev", link.ns_dev, "up"))
     await run(*ns("ip", "link", "set", "dev", "lo", "up"))

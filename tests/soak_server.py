@@ -2,8 +2,10 @@
 
 On SIGUSR1 it writes, to the file named by MERIDIAN_SOAK_PROBE, a JSON object with its
 asyncio tasks (how many, and the most common coroutines), the peer connections not yet
-closed, the sessions in its registry and its threads. Nothing else differs from run.py;
-no endpoint is added, and the product itself has no such hook.
+closed, the sessions in its registry and its threads. With MERIDIAN_SOAK_TRACEMALLOC=1 it
+also traces allocations and reports the lines whose memory grew most since the first
+probe (slow; for finding a leak). Nothing else differs from run.py; no endpoint is added,
+and the product itself has no such hook.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,26 @@ import run
 from server.sessions import SessionRegistry
 
 _serve = run.serve
+_first_snapshot: list[tracemalloc.Snapshot] = []
+
+if os.environ.get("MERIDIAN_SOAK_TRACEMALLOC") == "1":
+    tracemalloc.start(4)
+
+
+def memory_growth() -> list[str]:
+    """The source lines whose allocations grew most since the first probe."""
+    if not tracemalloc.is_tracing():
+        return []
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)]
+    )
+    if not _first_snapshot:
+        _first_snapshot.append(snapshot)
+        return []
+    return [
+        f"{stat.size_diff / 1024:+.0f} KiB in {stat.count_diff:+d} blocks at {stat.traceback[0]}"
+        for stat in snapshot.compare_to(_first_snapshot[0], "lineno")[:10]
+    ]
 
 
 def task_name(task: asyncio.Task[Any]) -> str:
@@ -50,6 +73,7 @@ def write_probe() -> None:
         "peer_connections": open_connections,
         "sessions": sessions,
         "threads": threading.active_count(),
+        "memory_growth": memory_growth(),
     }
     path = Path(os.environ["MERIDIAN_SOAK_PROBE"])
     partial = path.with_suffix(".partial")

@@ -457,6 +457,11 @@ VIEWER_HEADERS = st.fixed_dictionaries(
 @example(body=DUPLICATE_MID.replace("sendonly", "recvonly"), studio="berlin", headers={})
 @example(body=NO_DIRECTION.replace("a=sendonly", "a=recvonly"), studio="berlin", headers={})
 @example(body=UNKNOWN_KIND.replace("sendonly", "recvonly"), studio="berlin", headers={})
+@example(
+    body=VIEWER_OFFERS[0],
+    studio="cairo",
+    headers={"Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.\u00e9.c2ln"},  # not ASCII
+)
 @pytest.mark.timeout(300)
 async def test_whep_posts_to_a_live_studio_are_answered(
     hostile_server: Hostile,
