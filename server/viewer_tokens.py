@@ -82,6 +82,7 @@ def verify(secret: str, token: str, studio: str, *, now: float | None = None) ->
         raise ViewerTokenError("the token is not a JWT (header.claims.signature)")
     try:
         header = orjson.loads(_decode(parts[0]))
+        _decode(parts[1])  # well-formed before it is signed (only ASCII can be)
         signature = _decode(parts[2])
     except (ValueError, binascii.Error):
         raise ViewerTokenError("the token is not a well-formed JWT") from None
