@@ -91,6 +91,7 @@ def check_internals() -> None:
                 "_RTCRtpReceiver__jitter_buffer",
                 "_RTCRtpReceiver__codecs",
                 "_RTCRtpReceiver__remote_streams",
+                "_RTCRtpReceiver__remote_bitrate_estimator",
             ),
         ),
         (RTCRtpSender, ("_ssrc", "_RTCRtpSender__rtcp_started", "_RTCRtpSender__rtcp_exited")),
@@ -352,6 +353,16 @@ def reject_checks_without_priority(connection: aioice.ice.Connection) -> None:
 
 
 # ----------------------------------------------------------------------------- egress
+
+
+def drop_unused_receiver_state(receiver: RTCRtpReceiver) -> None:
+    """Free what a viewer's receiver would only need to receive media, which it never does.
+
+    aiortc gives every m-line a receiver with a bitrate estimator (about 95 KiB of
+    buckets) and a jitter buffer; a viewer's m-lines are send-only, so both stay empty.
+    """
+    receiver._RTCRtpReceiver__remote_bitrate_estimator = None  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__jitter_buffer = _PacketTap(lambda packet: None)  # type: ignore[attr-defined]
 
 
 def take_over_sender(sender: RTCRtpSender, ssrc: int, handle_rtcp: RtcpHandler) -> None:

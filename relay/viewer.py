@@ -206,6 +206,7 @@ class ViewerSession(PeerSession):
             answer_only_with(transceiver, codecs[kind])
             transceiver.sender.replaceTrack(_HeldTrack(kind))
             transceiver.direction = "sendonly"
+            rtc_internals.drop_unused_receiver_state(transceiver.receiver)
             rtc_internals.take_over_sender(transceiver.sender, track.ssrc, self._rtcp_handler(kind))
         await answer_offer(pc)
         self._transceivers = taken

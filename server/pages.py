@@ -16,22 +16,30 @@ from server.state import SETTINGS
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
-# Every page script and style is served from here; media may come from blob: URLs (the
-# preview), and the pages talk to this origin only.
-CONTENT_SECURITY_POLICY = "; ".join(
-    [
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "media-src 'self' blob: mediastream:",
-        "connect-src 'self'",
-        "object-src 'none'",
-        "base-uri 'none'",
-        "frame-ancestors 'none'",
-        "form-action 'self'",
-    ]
-)
+
+def content_security_policy(connect_src: str) -> str:
+    """Every page script and style is served from here; media may come from blob: URLs
+    (the preview); the pages talk to `connect_src` only."""
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "media-src 'self' blob: mediastream:",
+            f"connect-src {connect_src}",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "frame-ancestors 'none'",
+            "form-action 'self'",
+        ]
+    )
+
+
+CONTENT_SECURITY_POLICY = content_security_policy("'self'")
+# In a cluster a WHEP offer is redirected (307) to an edge on another origin, which the
+# player must be allowed to follow; the edges' addresses live in Redis, not in the config.
+CLUSTER_CONTENT_SECURITY_POLICY = content_security_policy("'self' http: https:")
 PAGE_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
@@ -43,8 +51,12 @@ STUDIO_PERMISSIONS = "camera=(self), microphone=(self), fullscreen=(self)"
 OTHER_PERMISSIONS = "camera=(), microphone=(), fullscreen=(self)"
 
 
-def page(name: str, *, status: int = 200, permissions: str = OTHER_PERMISSIONS) -> web.FileResponse:
+def page(
+    request: web.Request, name: str, *, status: int = 200, permissions: str = OTHER_PERMISSIONS
+) -> web.FileResponse:
     headers = {**PAGE_HEADERS, "Permissions-Policy": permissions}
+    if request.app[SETTINGS].current.cluster.role != "single":
+        headers["Content-Security-Policy"] = CLUSTER_CONTENT_SECURITY_POLICY
     return web.FileResponse(STATIC_DIR / name, status=status, headers=headers)
 
 
@@ -53,23 +65,23 @@ def known_studio(request: web.Request) -> bool:
 
 
 async def programme(request: web.Request) -> web.FileResponse:
-    return page("index.html")
+    return page(request, "index.html")
 
 
 async def watch(request: web.Request) -> web.FileResponse:
     if not known_studio(request):
-        return page("not-found.html", status=404)
-    return page("watch.html")
+        return page(request, "not-found.html", status=404)
+    return page(request, "watch.html")
 
 
 async def studio(request: web.Request) -> web.FileResponse:
     if not known_studio(request):
-        return page("not-found.html", status=404)
-    return page("studio.html", permissions=STUDIO_PERMISSIONS)
+        return page(request, "not-found.html", status=404)
+    return page(request, "studio.html", permissions=STUDIO_PERMISSIONS)
 
 
 async def audience(request: web.Request) -> web.FileResponse:
-    return page("audience.html")
+    return page(request, "audience.html")
 
 
 async def static_headers(request: web.Request, response: web.StreamResponse) -> None:
