@@ -35,6 +35,9 @@ from relay.source import Source
 log = logging.getLogger("meridian.cluster")
 
 LOUD_LOG_INTERVAL = 10.0
+# Stopping the heartbeat: how often to cancel it, and how long to wait each time.
+STOP_ATTEMPTS = 10
+STOP_WAIT_SECONDS = 0.5
 # How long a viewer's request may wait for this edge to pull the studio.
 PULL_WAIT_SECONDS = 10.0
 # Directory reads outside the heartbeat (see `refresh`) at most this often.
@@ -189,10 +192,14 @@ class ClusterNode:
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        task = self._task
+        # Cancel until it ends: a cancellation that lands just as a Redis call's
+        # asyncio.timeout() fires can be taken for that timeout and swallowed.
+        for _ in range(STOP_ATTEMPTS):
+            if task is None or task.done():
+                break
+            task.cancel()
+            await asyncio.wait({task}, timeout=STOP_WAIT_SECONDS)
         self.pulls.close()
         directory = self._directory
         if directory is not None:
