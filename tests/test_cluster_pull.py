@@ -38,6 +38,22 @@ COLOUR = (50, 70, 220)
 
 
 @asynccontextmanager
+async def watching_when_pulled(http: aiohttp.ClientSession, endpoint: str) -> AsyncIterator[Viewer]:
+    """A viewer that, like the watch page, tries again while an edge's pull is starting
+    (409 with Retry-After), a bounded number of times."""
+    for _ in range(20):
+        try:
+            async with watching(http, endpoint) as viewer:
+                yield viewer
+                return
+        except WebRtcHttpError as refused:
+            if refused.status != 409:
+                raise
+            await asyncio.sleep(0.5)
+    raise AssertionError(f"{endpoint} stayed off air")
+
+
+@asynccontextmanager
 async def node(
     redis_server: RedisServer,
     role: str,
@@ -101,7 +117,7 @@ async def test_a_viewer_at_the_origin_is_sent_to_an_edge_that_pulls_the_studio(
             finally:
                 await client.aclose()
             await nodes_known(origin, 2)
-            async with watching(http, f"{root(origin)}/whep/berlin") as viewer:
+            async with watching_when_pulled(http, f"{root(origin)}/whep/berlin") as viewer:
                 assert viewer.session is not None
                 assert viewer.session.url.startswith(root(edge) + "/whep/berlin/")
                 frames = await viewer.frames(5)
@@ -141,7 +157,9 @@ async def test_pulls_beyond_the_origins_bound_go_to_an_edge_that_has_the_feed(
         await held_by(first, "origin")
         await held_by(second, "origin")
         # Straight to each edge (hop=1: no more redirects), the first edge first.
-        one = await stack.enter_async_context(watching(http, f"{root(first)}/whep/berlin?hop=1"))
+        one = await stack.enter_async_context(
+            watching_when_pulled(http, f"{root(first)}/whep/berlin?hop=1")
+        )
         await one.frames(3)
         await nodes_known(second, 3)
 
@@ -150,7 +168,9 @@ async def test_pulls_beyond_the_origins_bound_go_to_an_edge_that_has_the_feed(
             return snapshot is not None and "berlin" in snapshot.nodes["edge1"].feeds
 
         await eventually(first_has_feed, bool, 10.0, "edge1's feed in the directory")
-        two = await stack.enter_async_context(watching(http, f"{root(second)}/whep/berlin?hop=1"))
+        two = await stack.enter_async_context(
+            watching_when_pulled(http, f"{root(second)}/whep/berlin?hop=1")
+        )
         frames = await two.frames(5)
         assert close_to(mean_colour(frames[-1]), COLOUR)
         pull = source(second).publisher
