@@ -177,7 +177,14 @@ async def test_viewer_counts_on_every_page_match_the_metrics() -> None:
             await watch_pages["berlin"][2].close()
             await wait_for_viewers(http, base, "berlin", {"DE": 2})
             ended = (await scrape(http, base))["meridian_viewer_sessions_ended_total"]
-            assert ended == {(("reason", "deleted"), ("studio", "berlin")): 1.0}, ended
+            # A clean goodbye either way: the page's DELETE, or its peer connection's
+            # close when that reaches the relay first.
+            assert len(ended) == 1 and sum(ended.values()) == 1.0, ended
+            ((labels, _),) = ended.items()
+            assert dict(labels) in (
+                {"reason": "deleted", "studio": "berlin"},
+                {"reason": "closed_by_peer", "studio": "berlin"},
+            ), ended
             await wait_for_attribute(
                 programme, ".studio-card[data-studio=berlin]", "data-viewers", 2
             )
