@@ -73,7 +73,22 @@ def parse_offer(
             raise InvalidOffer(f"the {m.kind} m-line has no a=fingerprint (DTLS-SRTP is required)")
         if m.ice is None or not m.ice.usernameFragment or not m.ice.password:
             raise InvalidOffer(f"the {m.kind} m-line has no a=ice-ufrag/a=ice-pwd")
+        for codec in m.rtp.codecs:
+            require_h264_packetization_mode(codec)
     return description
+
+
+def require_h264_packetization_mode(codec: RTCRtpCodecParameters) -> None:
+    """aiortc compares H.264 codecs by this number; one it cannot read is malformed."""
+    if codec.mimeType.lower() != "video/h264":
+        return
+    mode = codec.parameters.get("packetization-mode", "0")
+    if not isinstance(mode, int) and not (isinstance(mode, str) and mode.isdecimal()):
+        given = "no value" if mode is None else repr(mode)
+        raise InvalidOffer(
+            f"a=fmtp:{codec.payloadType} gives H.264 packetization-mode {given}; "
+            "it must be a number (0, 1 or 2)"
+        )
 
 
 def ice_credentials(offer_sdp: str) -> tuple[str, str]:

@@ -5,9 +5,11 @@
   reached new code or once broke the server) is replayed in this process: the offer and
   trickle paths accept or refuse each with a 4xx reason; over HTTP, no input gets a 5xx.
 - Each harness then fuzzes for `MERIDIAN_FUZZ_SECONDS` (default 20; the HTTP harness for
-  twice that) starting from the corpus; what it finds goes to a temporary folder, not into
-  the repository (see fuzz/README.md to grow the corpus). A crash fails the test with the
-  fuzzer's report and the input that caused it. The run's figures are printed.
+  twice that) starting from the corpus and from the random seed `MERIDIAN_FUZZ_SEED`
+  (default 1, so that `make test` is repeatable; fuzz/README.md runs longer campaigns from
+  new seeds). What it finds goes to a temporary folder, not into the repository. A crash
+  fails the test with the fuzzer's report and the input that caused it. The run's figures
+  are printed.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from server.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 FUZZ_SECONDS = int(os.environ.get("MERIDIAN_FUZZ_SECONDS", "20"))
+FUZZ_SEED = int(os.environ.get("MERIDIAN_FUZZ_SEED", "1"))
 CHECKS: dict[str, Callable[[str], str]] = {"offer": check_offer, "sdpfrag": check_sdpfrag}
 
 
@@ -96,6 +99,7 @@ def test_a_bounded_fuzz_run_finds_nothing(
             str(found),
             str(ROOT / "fuzz" / "corpus" / harness),
             f"-max_total_time={seconds}",
+            f"-seed={FUZZ_SEED}",
             "-print_final_stats=1",
             "-timeout=30",
             "-rss_limit_mb=3072",

@@ -221,6 +221,7 @@ def _regression(name: str) -> str:
 DUPLICATE_MID = _regression("regression-duplicate-mid.sdp")
 NO_DIRECTION = _regression("regression-m-line-without-direction.sdp")
 UNKNOWN_KIND = _regression("regression-unknown-media-kind.sdp")
+VALUELESS_PACKETIZATION = _regression("regression-valueless-packetization-mode.sdp")
 
 
 # ----------------------------------------------------------------------------- the parsers
@@ -231,6 +232,7 @@ UNKNOWN_KIND = _regression("regression-unknown-media-kind.sdp")
 @example(DUPLICATE_MID)
 @example(NO_DIRECTION)
 @example(UNKNOWN_KIND)
+@example(VALUELESS_PACKETIZATION)
 def test_the_offer_path_accepts_or_refuses_with_a_4xx_reason(text: str) -> None:
     assert check_offer(text) in ("accepted", "refused")
 
@@ -457,6 +459,7 @@ VIEWER_HEADERS = st.fixed_dictionaries(
 @example(body=DUPLICATE_MID.replace("sendonly", "recvonly"), studio="berlin", headers={})
 @example(body=NO_DIRECTION.replace("a=sendonly", "a=recvonly"), studio="berlin", headers={})
 @example(body=UNKNOWN_KIND.replace("sendonly", "recvonly"), studio="berlin", headers={})
+@example(body=VALUELESS_PACKETIZATION.replace("sendrecv", "recvonly"), studio="berlin", headers={})
 @example(
     body=VIEWER_OFFERS[0],
     studio="cairo",
