@@ -45,7 +45,8 @@ class RelaySettings:
     studio_silence_timeout: float = 5.0
     # Minimum seconds between two keyframe requests sent to one studio.
     keyframe_request_interval: float = 0.3
-    # Bytes queued in a viewer's socket before its packets are dropped to the next keyframe.
+    # Kernel send buffer of a viewer's socket; a viewer that fills it is dropped to the next
+    # keyframe.
     viewer_send_buffer_bytes: int = 256 * 1024
 
 

@@ -20,7 +20,6 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import aiohttp
 import orjson
@@ -54,20 +53,12 @@ class BenchSink:
 
     def __init__(self, payload_type: int) -> None:
         self.payload_type = payload_type
-        self.entry: tuple[Callable[[bytes], bytes], Callable[[bytes, Any], None], Any] = (
-            _same,
-            _nowhere,
-            ("127.0.0.1", 9),
-        )
-        self.buffer_limit = 256 * 1024
+        self.entry: tuple[Callable[[bytes], bytes], Callable[[bytes], None]] = (_same, _nowhere)
         self.sent_packets = self.packets = 31_000
         self.sent_octets = self.octets = 31_000_000
         self.dropped = 0
         self.group_base: tuple[int, int] | None = None
         self.slow_since: int | None = None
-
-    def backlog(self) -> int:
-        return 0
 
     def started(self) -> None: ...
 
@@ -84,7 +75,7 @@ def _same(data: bytes) -> bytes:
     return data
 
 
-def _nowhere(data: bytes, address: Any) -> None: ...
+def _nowhere(data: bytes) -> None: ...
 
 
 class BenchState:

@@ -1,10 +1,10 @@
 """Sending one track's packets to every sink of one payload type: the per-viewer hot path.
 
 Per packet and viewer, all that runs is one SRTP protect and one send, taken from a
-flat list of (protect, send, address) entries: no method call, no attribute lookup,
-no counter per viewer. Everything else happens per packet for the whole group (the
-header rewrite, the counters) or per frame (the check for viewers that cannot keep
-up), and sink state changes only at keyframes, joins and departures.
+flat list of (protect, send) entries: no method call, no attribute lookup, no counter
+per viewer. Everything else happens per packet for the whole group (the header
+rewrite, the counters), and sink state changes only at keyframes, joins, departures
+and when a viewer's socket is full.
 """
 
 from __future__ import annotations
@@ -13,28 +13,23 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 Protect = Callable[[bytes], bytes]
-Send = Callable[[bytes, Any], None]
-SendEntry = tuple[Protect, Send, Any]
-
-# Every this many packets a group looks for slow sinks even if no frame ends (audio).
-_BACKLOG_CHECK_MASK = 31
+Send = Callable[[bytes], Any]
+SendEntry = tuple[Protect, Send]
 
 
 class Sink(Protocol):
     """Anything that takes a track's packets: a viewer, a recorder, an edge's pull."""
 
     payload_type: int
-    entry: SendEntry  # how a packet reaches it: (protect, send, address)
-    buffer_limit: int  # bytes waiting in its socket beyond which it is too slow
+    # How a packet reaches it: (protect, send). A send that raises BlockingIOError
+    # found the sink's socket full: the sink cannot keep up.
+    entry: SendEntry
     # Its own counts; a group adds what it sent while the sink was active.
     sent_packets: int
     sent_octets: int
     dropped: int
     group_base: tuple[int, int] | None  # the group's counts when it became active
     slow_since: int | None  # the group's packet count when it was found too slow
-
-    def backlog(self) -> int:
-        """Bytes queued for sending and not yet taken by the kernel."""
 
     def started(self) -> None:
         """Called each time the sink starts at a keyframe."""
@@ -52,6 +47,7 @@ class FanoutGroup:
     __slots__ = (
         "_active",
         "_active_sinks",
+        "_blocked",
         "_failed",
         "broken",
         "delivered",
@@ -70,7 +66,8 @@ class FanoutGroup:
         self._active_sinks: list[Sink] = []
         self.waiting: list[Sink] = []
         self.broken: list[Sink] = []
-        self._failed: list[Any] = []
+        self._blocked: list[Send] = []
+        self._failed: list[Send] = []
         self.packets = 0
         self.octets = 0
         # Summed over sinks: what the group sent in all, for metrics without a walk.
@@ -82,23 +79,24 @@ class FanoutGroup:
     def __len__(self) -> int:
         return len(self._active_sinks) + len(self.waiting) + len(self.broken)
 
-    def send(self, data: bytes, payload_size: int, starts_keyframe: bool, ends_frame: int) -> None:
+    def send(self, data: bytes, payload_size: int, starts_keyframe: bool) -> None:
         if starts_keyframe and self.waiting:
             self._start_waiting()
+        blocked = self._blocked
         failed = self._failed
-        for protect, send, address in self._active:
+        for protect, send in self._active:
             try:
-                send(protect(data), address)
+                send(protect(data))
+            except BlockingIOError:  # its socket is full: this packet is lost to it
+                blocked.append(send)
             except Exception:  # one broken sink must not starve the others
-                failed.append(address)
+                failed.append(send)
+        if blocked or failed:
+            self._set_aside(blocked, failed)
         self.packets += 1
         self.octets += payload_size
         self.delivered += len(self._active)
         self.delivered_octets += len(self._active) * payload_size
-        if failed:
-            self._remove_failed()
-        if ends_frame or not self.packets & _BACKLOG_CHECK_MASK:
-            self._hold_slow_sinks()
 
     # ------------------------------------------------------------------ membership
 
@@ -182,23 +180,25 @@ class FanoutGroup:
             self._start(sink)
         self._rebuild()
 
-    def _hold_slow_sinks(self) -> None:
-        slow = [s for s in self._active_sinks if s.backlog() > s.buffer_limit]
-        if slow:
-            self._hold(slow)
+    def _set_aside(self, blocked: list[Send], failed: list[Send]) -> None:
+        """Hold the sinks that could not keep up; stop sending to those that broke.
 
-    def _remove_failed(self) -> None:
-        failed = set(self._failed)
-        self._failed.clear()
-        self.errors += len(failed)
-        self.delivered -= len(failed)
-        broken = [s for s in self._active_sinks if s.entry[2] in failed]
-        for sink in broken:
-            self._stop(sink)
-            self.broken.append(sink)
-            sink.failed()
-        self._active_sinks = [s for s in self._active_sinks if s.entry[2] not in failed]
-        self._rebuild()
+        Called before the packet is counted: to these sinks it was not delivered.
+        """
+        if blocked:
+            slow = set(blocked)
+            blocked.clear()
+            self._hold([s for s in self._active_sinks if s.entry[1] in slow])
+        if failed:
+            broken = set(failed)
+            failed.clear()
+            self.errors += len(broken)
+            for sink in [s for s in self._active_sinks if s.entry[1] in broken]:
+                self._stop(sink)
+                self.broken.append(sink)
+                sink.failed()
+            self._active_sinks = [s for s in self._active_sinks if s.entry[1] not in broken]
+            self._rebuild()
 
     def _hold(self, sinks: list[Sink]) -> None:
         """Skip these sinks to the next keyframe, counting what they miss as dropped,

@@ -14,6 +14,10 @@ from typing import Protocol
 from relay.codecs import RelayCodec
 from relay.track import OutputTrack
 
+# How long a keyframe request may take to be answered (a round trip and a frame or
+# two); past that, it or its answer is taken as lost and a new request may go out.
+_KEYFRAME_ANSWER_SECONDS = 0.5
+
 
 class Publisher(Protocol):
     """The studio session feeding a source (the ingest side implements it)."""
@@ -73,6 +77,11 @@ class Source:
                     viewer.end("codec_changed")
         for kind in set(self.tracks) - set(codecs):
             self.tracks[kind].codec = None
+        # A new encoder: what was asked of the previous one neither binds nor helps.
+        self._last_keyframe_request = -1e9
+        if self._pending_keyframe is not None:
+            self._pending_keyframe.cancel()
+            self._pending_keyframe = None
         self.request_keyframe()
 
     def detach(self, publisher: Publisher) -> bool:
@@ -101,8 +110,12 @@ class Source:
     # ------------------------------------------------------------------ keyframes
 
     def request_keyframe(self) -> None:
-        """Ask the studio for a keyframe, at most once per interval however many ask."""
-        if self._pending_keyframe is not None:
+        """Ask the studio for a keyframe, at most once per interval however many ask.
+
+        Nothing is sent while an earlier request is still being answered: whoever asks
+        now gets that keyframe, and a join right after a request waits no interval.
+        """
+        if self._pending_keyframe is not None or self._keyframe_in_flight():
             return
         wait = self._last_keyframe_request + self._keyframe_interval - time.monotonic()
         if wait <= 0:
@@ -110,6 +123,16 @@ class Source:
         else:
             loop = asyncio.get_running_loop()
             self._pending_keyframe = loop.call_later(wait, self._send_keyframe_request)
+
+    def _keyframe_in_flight(self) -> bool:
+        """A request went out lately and no keyframe has arrived since."""
+        video = self.tracks.get("video")
+        since_request = time.monotonic() - self._last_keyframe_request
+        return (
+            video is not None
+            and video.last_keyframe_at < self._last_keyframe_request
+            and since_request < _KEYFRAME_ANSWER_SECONDS
+        )
 
     def _send_keyframe_request(self) -> None:
         self._pending_keyframe = None

@@ -115,7 +115,7 @@ class OutputTrack:
         ssrc = self.ssrc
         size = len(payload)
         for group in self._group_list:
-            group.send(build_rtp(group.payload_type, packet, ssrc), size, starts_keyframe, marker)
+            group.send(build_rtp(group.payload_type, packet, ssrc), size, starts_keyframe)
 
     def _rebase(self, ssrc: int, sequence_number: int, timestamp: int, now: float) -> None:
         """Continue the output where it stopped, advanced by the time that has passed."""

@@ -57,8 +57,6 @@ class ViewerTrackSink:
         "_on_failure",
         "_on_first_keyframe",
         "_on_slow",
-        "_socket",
-        "buffer_limit",
         "dropped",
         "entry",
         "first_keyframe_at",
@@ -76,17 +74,14 @@ class ViewerTrackSink:
         track: OutputTrack,
         payload_type: int,
         path: rtc_internals.MediaPath,
-        buffer_limit: int,
         on_slow: Callable[[], None],
         on_first_keyframe: Callable[[], None] | None = None,
         on_failure: Callable[[], None] = lambda: None,
     ) -> None:
         self.track = track
         self.payload_type = payload_type
-        self.entry: SendEntry = (path.protect, path.socket.sendto, path.address)
+        self.entry: SendEntry = (path.protect, path.udp.send)
         self.protect_rtcp = path.protect_rtcp
-        self._socket = path.socket
-        self.buffer_limit = buffer_limit
         self._on_slow = on_slow
         self._on_first_keyframe = on_first_keyframe
         self._on_failure = on_failure
@@ -105,9 +100,6 @@ class ViewerTrackSink:
     def octets(self) -> int:
         return self.track.sent_to(self)[1]
 
-    def backlog(self) -> int:
-        return self._socket.get_write_buffer_size()
-
     def started(self) -> None:
         if self.first_keyframe_at is None:
             self.first_keyframe_at = time.monotonic()
@@ -124,13 +116,13 @@ class ViewerTrackSink:
         """Answer a NACK from the track's packet cache; returns how many were resent."""
         if self.group_base is None:
             return 0  # waiting for a keyframe: old packets would not help
-        protect, send, address = self.entry
+        protect, send = self.entry
         track = self.track
         resent = 0
         for sequence_number in sequence_numbers:
             cached = track.cache.get(sequence_number)
             if cached is not None:
-                send(protect(build_rtp(self.payload_type, cached, track.ssrc)), address)
+                send(protect(build_rtp(self.payload_type, cached, track.ssrc)))
                 self.sent_packets += 1
                 self.sent_octets += len(cached.payload)
                 track.retransmitted += 1
@@ -139,7 +131,7 @@ class ViewerTrackSink:
         return resent
 
     def send_raw_rtcp(self, packet: bytes) -> None:
-        self._socket.sendto(self.protect_rtcp(packet), self.entry[2])
+        self.entry[1](self.protect_rtcp(packet))
 
 
 class ViewerSession(PeerSession):
@@ -170,6 +162,7 @@ class ViewerSession(PeerSession):
         self._payload_types: dict[str, int] = {}
         self._transceivers: dict[str, RTCRtpTransceiver] = {}
         self._send_buffer_bytes = send_buffer_bytes
+        self._paths: dict[int, rtc_internals.MediaPath] = {}  # by DTLS transport
         self._on_joined = on_joined
         # The ICE-selected remote address of the media path, once connected.
         self.remote_address: str | None = None
@@ -228,6 +221,8 @@ class ViewerSession(PeerSession):
     def _release(self) -> None:
         for kind, sink in self.sinks.items():
             self.source.tracks[kind].remove_sink(sink)
+        for path in self._paths.values():
+            path.close()
         self.source.remove_viewer(self)
         self.source.remove_downstream(self)
 
@@ -239,17 +234,20 @@ class ViewerSession(PeerSession):
         # The viewer has joined when the picture starts, or the sound for audio only.
         joined_by = "video" if "video" in self._transceivers else "audio"
         for kind, transceiver in self._transceivers.items():
-            path = rtc_internals.media_path(transceiver.sender.transport)
+            transport = transceiver.sender.transport
+            path = self._paths.get(id(transport))  # one for all kinds with BUNDLE
             if path is None:
-                self.end("ice_failed")
-                return
+                path = rtc_internals.media_path(transport, self._send_buffer_bytes)
+                if path is None:
+                    self.end("ice_failed")
+                    return
+                self._paths[id(transport)] = path
             track = self.source.tracks[kind]
             self.remote_address = path.address[0]
             sink = ViewerTrackSink(
                 track,
                 self._payload_types[kind],
                 path,
-                self._send_buffer_bytes,
                 self.source.request_keyframe,
                 self._joined if kind == joined_by else None,
                 self._send_failed,

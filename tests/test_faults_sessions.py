@@ -122,14 +122,14 @@ async def test_a_failure_sending_to_one_viewer_ends_only_that_session(
             await broken.frames(3)
             session = viewer_session(server, broken)
 
-            def send(data: bytes, address: object) -> None:
+            def send(data: bytes) -> None:
                 raise OSError("injected: this viewer's socket is broken")
 
             # From the next keyframe on, every send to this viewer's video raises.
             sink = session.sinks["video"]
             sink.track.remove_sink(sink)
-            protect, _, address = sink.entry
-            sink.entry = (protect, send, address)
+            protect, _ = sink.entry
+            sink.entry = (protect, send)
             sink.track.add_sink(sink)
             session.source.request_keyframe()
             for _ in range(100):

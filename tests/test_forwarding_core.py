@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from socket import socket as UdpSocket
+from typing import cast
 
 from aiortc.rtp import RtcpSdesPacket, RtcpSenderInfo, RtcpSourceInfo, RtcpSrPacket
 
@@ -24,20 +26,24 @@ PPS = bytes([0x68, 0xCE, 0x3C, 0x80])
 
 
 class FakeSocket:
+    """A viewer's connected UDP socket; `full` is its kernel send buffer filled up."""
+
     def __init__(self) -> None:
         self.sent: list[bytes] = []
-        self.buffered = 0
+        self.full = False
 
-    def sendto(self, data: bytes, addr: tuple[str, int], /) -> None:
+    def send(self, data: bytes, /) -> int:
+        if self.full:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
         self.sent.append(data)
+        return len(data)
 
-    def get_write_buffer_size(self) -> int:
-        return self.buffered
+    def close(self) -> None: ...
 
 
 def plain_path(socket: FakeSocket) -> MediaPath:
     """A media path without encryption, so the test reads what the viewer would decrypt."""
-    return MediaPath(bytes, bytes, socket, ("192.0.2.10", 5000))
+    return MediaPath(bytes, bytes, cast(UdpSocket, socket), ("192.0.2.10", 5000))
 
 
 def header(packet: bytes) -> tuple[int, int, int, int, int]:
@@ -86,7 +92,7 @@ async def test_viewers_start_at_a_keyframe_and_share_one_rewrite() -> None:
     track = OutputTrack("video")
     track.set_codec(H264)
     sockets = [FakeSocket(), FakeSocket()]
-    sinks = [ViewerTrackSink(track, 102, plain_path(s), 1 << 20, lambda: None) for s in sockets]
+    sinks = [ViewerTrackSink(track, 102, plain_path(s), lambda: None) for s in sockets]
     for sink in sinks:
         track.add_sink(sink)
     track.forward(0xABC, 1000, 9000, 1, bytes([0x41, 0x9A]))  # P frame: nobody may start here
@@ -106,7 +112,7 @@ async def test_studio_reconnect_continues_sequence_and_timestamps() -> None:
     track = OutputTrack("video")
     track.set_codec(H264)
     socket = FakeSocket()
-    sink = ViewerTrackSink(track, 96, plain_path(socket), 1 << 20, lambda: None)
+    sink = ViewerTrackSink(track, 96, plain_path(socket), lambda: None)
     track.add_sink(sink)
     for i in range(5):
         track.forward(0x1111, 60000 + i, 3000 * i, 1, SPS if i == 0 else bytes([0x41]))
@@ -128,7 +134,7 @@ async def test_nack_is_answered_from_the_cache() -> None:
     track = OutputTrack("video")
     track.set_codec(VP8)
     socket = FakeSocket()
-    sink = ViewerTrackSink(track, 97, plain_path(socket), 1 << 20, lambda: None)
+    sink = ViewerTrackSink(track, 97, plain_path(socket), lambda: None)
     track.add_sink(sink)
     track.forward(5, 100, 0, 1, bytes([0x10, 0x00, 0x9D]))
     track.forward(5, 101, 3000, 1, bytes([0x10, 0x01, 0x11]))
@@ -143,31 +149,32 @@ async def test_slow_viewer_is_dropped_to_the_next_keyframe_without_holding_other
     track = OutputTrack("video")
     track.set_codec(H264)
     slow_socket, fast_socket = FakeSocket(), FakeSocket()
-    slow = ViewerTrackSink(track, 96, plain_path(slow_socket), 1000, lambda: requests.append("kf"))
-    fast = ViewerTrackSink(track, 96, plain_path(fast_socket), 1000, lambda: None)
+    slow = ViewerTrackSink(track, 96, plain_path(slow_socket), lambda: requests.append("kf"))
+    fast = ViewerTrackSink(track, 96, plain_path(fast_socket), lambda: None)
     track.add_sink(slow)
     track.add_sink(fast)
     track.forward(1, 1, 0, 1, SPS)
-    slow_socket.buffered = 5000  # the slow viewer's socket queue fills up
+    slow_socket.full = True  # the slow viewer's socket buffer fills up
     for i in range(2, 10):
         track.forward(1, i, i * 3000, 1, bytes([0x41]))
     assert len(fast_socket.sent) == 9
-    # Found too slow at the end of the frame it was sent: held from then on.
-    assert len(slow_socket.sent) == 2
-    assert track.sent_to(slow) == (2, len(SPS) + 1, 7)
+    # Held from the first packet its socket refused, which it lost like those after it.
+    assert len(slow_socket.sent) == 1
+    assert track.sent_to(slow) == (1, len(SPS), 8)
     assert requests == ["kf"]
-    slow_socket.buffered = 0
+    slow_socket.full = False
     track.forward(1, 10, 30000, 1, bytes([0x41]))  # still not a keyframe
-    assert len(slow_socket.sent) == 2
+    assert len(slow_socket.sent) == 1
     track.forward(1, 11, 33000, 1, SPS)
-    assert len(slow_socket.sent) == 3
-    assert track.sent_to(slow)[2] == 8
-    assert track.egress_totals().dropped == 8
+    assert len(slow_socket.sent) == 2
+    assert track.sent_to(slow) == (2, 2 * len(SPS), 9)
+    assert track.egress_totals().dropped == 9
+    assert len(fast_socket.sent) == 11
 
 
 class FailingSocket(FakeSocket):
-    def sendto(self, data: bytes, addr: tuple[str, int], /) -> None:
-        raise OSError("boom")
+    def send(self, data: bytes, /) -> int:
+        raise ConnectionRefusedError(111, "Connection refused")
 
 
 async def test_a_failing_sink_does_not_starve_the_others() -> None:
@@ -175,12 +182,8 @@ async def test_a_failing_sink_does_not_starve_the_others() -> None:
     track.set_codec(RelayCodec("audio/opus", 48000, 2))
     socket = FakeSocket()
     broken = FailingSocket()
-    track.add_sink(
-        ViewerTrackSink(
-            track, 96, MediaPath(bytes, bytes, broken, ("192.0.2.99", 1)), 1 << 20, lambda: None
-        )
-    )
-    track.add_sink(ViewerTrackSink(track, 96, plain_path(socket), 1 << 20, lambda: None))
+    track.add_sink(ViewerTrackSink(track, 96, plain_path(broken), lambda: None))
+    track.add_sink(ViewerTrackSink(track, 96, plain_path(socket), lambda: None))
     track.forward(9, 1, 960, 1, b"\xfc\x00")
     track.forward(9, 2, 1920, 0, b"\xfc\x01")
     assert len(socket.sent) == 2 and track.sink_errors == 1
@@ -199,12 +202,20 @@ async def test_keyframe_requests_are_coalesced() -> None:
     publisher = CountingPublisher()
     source.attach(publisher, {"video": H264})  # attaching asks for one keyframe
     assert publisher.requests == 1
-    for _ in range(50):  # fifty viewers join at once
+    source.tracks["video"].forward(1, 1, 0, 1, SPS)  # which arrives at once
+    for _ in range(50):  # fifty viewers join just after it
         source.request_keyframe()
     assert publisher.requests == 1
     await asyncio.sleep(0.3)
     assert publisher.requests == 2  # the fifty were answered by one deferred request
-    assert source.keyframe_requests_sent == 2
+    for _ in range(50):  # fifty more join while that keyframe is on its way: they get it
+        source.request_keyframe()
+    await asyncio.sleep(0.3)
+    assert publisher.requests == 2
+    await asyncio.sleep(0.3)  # no keyframe came: the request or its answer was lost
+    source.request_keyframe()
+    assert publisher.requests == 3
+    assert source.keyframe_requests_sent == 3
     source.close()
 
 
