@@ -42,7 +42,7 @@ class RelaySettings:
     # Seconds a session may take to connect ICE and DTLS before it is dropped.
     connect_timeout: float = 30.0
     # Seconds without RTP after which a studio counts as down.
-    studio_silence_timeout: float = 5.0
+    studio_silence_timeout: float = 4.0
     # Minimum seconds between two keyframe requests sent to one studio.
     keyframe_request_interval: float = 0.3
     # Kernel send buffer of a viewer's socket; a viewer that fills it is dropped to the next

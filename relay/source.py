@@ -42,7 +42,7 @@ class Source:
         self,
         studio_id: str,
         keyframe_request_interval: float = 0.3,
-        silence_timeout: float = 5.0,
+        silence_timeout: float = 4.0,
     ) -> None:
         self.studio_id = studio_id
         self.tracks: dict[str, OutputTrack] = {}
