@@ -69,6 +69,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--processes", type=int, default=2, help="viewer load processes")
     parser.add_argument("--bitrate", type=int, default=2_500_000, help="video bit/s")
     parser.add_argument(
+        "--studio-pacing",
+        type=float,
+        default=2.5,
+        metavar="FACTOR",
+        help="studios pace their packets at FACTOR x the bitrate, as browsers (libwebrtc) "
+        "do (default 2.5); 0 sends each frame's packets back to back, as FFmpeg does",
+    )
+    parser.add_argument(
         "--profile",
         type=float,
         default=0.0,
@@ -133,6 +141,7 @@ def main(argv: list[str]) -> int:
         studio_only=args.studio_only,
         processes=args.processes,
         bitrate=args.bitrate,
+        pacing_factor=args.studio_pacing,
         pin=args.pin,
         keep_logs=args.keep_logs,
         profile=args.profile,

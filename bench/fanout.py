@@ -69,6 +69,7 @@ class Options:
     studio_only: float = 5.0  # studios alone, before any viewer
     processes: int = 2  # viewer load processes
     bitrate: int = 2_500_000  # video bit/s of the studios' loop
+    pacing_factor: float = 2.5  # studios send at most this times the bitrate; 0: unpaced
     pin: bool = True  # server on one CPU, load processes on the others
     keep_logs: bool = False
     profile: float = 0.0  # seconds of py-spy on Meridian after each scenario's last step
@@ -369,6 +370,7 @@ class Ramp:
             [
                 *(python, "-m", "bench.publisher", "--endpoints", ",".join(endpoints)),
                 *("--token-env", TOKEN_ENV, "--bitrate", str(opts.bitrate)),
+                *("--pacing-factor", str(opts.pacing_factor)),
                 *("--max-seconds", str(lifetime)),
             ],
             cwd=ROOT,

@@ -11,6 +11,12 @@ there with its timestamps unbroken. Every request that reaches a studio is count
 (the sender's RTCP handler is wrapped), which is how the benchmark knows how many
 keyframe requests a joining viewer costs the studio.
 
+Each studio paces its packets as libwebrtc's pacer does (browsers publish through it):
+every packet, audio and video, leaves at `--pacing-factor` times the video bitrate, so a
+keyframe's packets spread over tens of milliseconds rather than leaving back to back; its
+abs-send-time is stamped when it really leaves. `--pacing-factor 0` sends each frame's
+packets at once, as aiortc, FFmpeg and GStreamer do.
+
 Speaks bench.protocol: events `encoded`, `connected`, `stats` (on `snapshot <id>`),
 `final`, `error`. Ends on `stop`, end of input, a failed connection or --max-seconds.
 """
@@ -22,16 +28,19 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import resource
+import struct
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import aiohttp
 import uvloop
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, clock
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket
 from aiortc.stats import RTCOutboundRtpStreamStats
@@ -50,6 +59,65 @@ from clients.webrtc_client import RemoteSession, WebRtcHttpError, end_session, n
 
 # How far the replay may fall behind real time (a stall) before it re-anchors.
 _MAX_LAG = 0.5
+# A pacer sleeps only when it is at least this far ahead (timers are not finer).
+_PACING_SLACK = 0.001
+ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+
+
+def restamp_abs_send_time(packet: bytes, extension_id: int) -> bytes:
+    """The plain RTP packet with its abs-send-time (one-byte header extension) set to now."""
+    if not packet[0] & 0x10:
+        return packet
+    offset = 12 + 4 * (packet[0] & 0x0F)
+    profile, words = struct.unpack_from("!HH", packet, offset)
+    if profile != 0xBEDE:
+        return packet
+    position, end = offset + 4, offset + 4 + 4 * words
+    while position < end:
+        element = packet[position]
+        if element == 0:  # padding
+            position += 1
+            continue
+        element_id, length = element >> 4, (element & 0x0F) + 1
+        if element_id == 15:
+            break
+        if element_id == extension_id and length == 3:
+            stamp = (clock.current_ntp_time() >> 14) & 0xFFFFFF
+            return packet[: position + 1] + stamp.to_bytes(3, "big") + packet[position + 4 :]
+        position += 1 + length
+    return packet
+
+
+class Pacer:
+    """Sends one transport's RTP at `rate` bit/s at most, as libwebrtc's pacer does."""
+
+    def __init__(
+        self, send: Callable[[bytes], Awaitable[None]], rate: float, extension_id: int
+    ) -> None:
+        self._send = send
+        self._rate = rate
+        self._extension_id = extension_id
+        self._next_slot = 0.0
+
+    async def send(self, data: bytes) -> None:
+        now = time.monotonic()
+        if self._next_slot - now > _PACING_SLACK:
+            await asyncio.sleep(self._next_slot - now)
+            now = time.monotonic()
+            data = restamp_abs_send_time(data, self._extension_id)
+        self._next_slot = max(self._next_slot, now) + len(data) * 8 / self._rate
+        await self._send(data)
+
+
+def pace(pc: RTCPeerConnection, rate: float) -> None:
+    """Pace the negotiated connection's RTP at `rate` bit/s."""
+    found = re.search(
+        rf"^a=extmap:(\d+)\S* {re.escape(ABS_SEND_TIME)}", pc.localDescription.sdp, re.M
+    )
+    extension_id = int(found[1]) if found else 0
+    transports = {id(t.sender.transport): t.sender.transport for t in pc.getTransceivers()}
+    for transport in transports.values():  # one with BUNDLE
+        transport._send_rtp = Pacer(transport._send_rtp, rate, extension_id).send  # type: ignore[method-assign]
 
 
 class ReplayVideoTrack(MediaStreamTrack):
@@ -122,6 +190,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--bitrate", type=int, default=2_500_000, help="video bit/s")
+    parser.add_argument(
+        "--pacing-factor",
+        type=float,
+        default=2.5,
+        help="send at most this times the video bitrate (libwebrtc's 2.5); 0: unpaced",
+    )
     parser.add_argument("--loop-seconds", type=int, default=4)
     parser.add_argument("--connect-timeout", type=float, default=30.0)
     parser.add_argument("--max-seconds", type=float, default=900.0, help="hard lifetime bound")
@@ -217,6 +291,8 @@ async def publish(args: argparse.Namespace) -> int:
         try:
             for studio in studios:
                 studio.session = await negotiate(http, studio.endpoint, studio.pc, token)
+                if args.pacing_factor > 0:
+                    pace(studio.pc, args.pacing_factor * stats.bitrate)
             for studio in studios:
                 await wait_connected(studio.pc, args.connect_timeout)
             emit("connected", at=time.monotonic(), studios=len(studios))

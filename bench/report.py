@@ -312,6 +312,17 @@ def memory_section(results: list[ScenarioResult]) -> list[str]:
     return lines
 
 
+def pacing_text(options: Options, encoded: dict[str, Any]) -> str:
+    if not options.pacing_factor:
+        return "each frame's packets sent back to back (unpaced)"
+    rate = options.pacing_factor * encoded.get("video_bitrate", 0)
+    keyframe_ms = encoded.get("keyframe_bytes", 0) * 8 / rate * 1000 if rate else 0
+    return (
+        f"paced as libwebrtc paces (at {options.pacing_factor:g} x the bitrate: "
+        f"{rate / 1e6:.2f} Mbit/s, a keyframe over ~{keyframe_ms:.0f} ms)"
+    )
+
+
 def markdown(
     command: str,
     machine: Machine,
@@ -338,7 +349,7 @@ def markdown(
             f"{e.get('loop_seconds')} s loop replayed: video {e.get('video_bitrate', 0) / 1e6:.2f} "
             f"Mbit/s from the packet sizes (keyframe {e.get('keyframe_bytes', 0) / 1000:.0f} kB, "
             f"P-frame {e.get('delta_frame_bytes', 0) / 1000:.1f} kB), Opus "
-            f"{e.get('audio_bitrate', 0) / 1000:.0f} kbit/s"
+            f"{e.get('audio_bitrate', 0) / 1000:.0f} kbit/s; {pacing_text(options, e)}"
         ),
         (
             f"- Each scenario: one relay process, one publisher process (all studios), viewers "
@@ -415,10 +426,10 @@ def markdown(
         "(bench/instrumented_server.py wraps the relay's ingest tap at start-up, in the "
         "benchmark only). So it includes the loopback hop, socket queueing, DTLS/SRTP and "
         "aiortc's receive path; *fan-out* is the part from the tap to the last send. "
-        "The studio sends each frame's packets back to back (aiortc does not pace; "
-        "libwebrtc would spread a keyframe over tens of ms), so a keyframe's ~42 packets "
-        "queue behind each other. The probe costs about 1 us per studio packet, not per "
-        "viewer packet.",
+        "The abs-send-time is stamped when the studio's pacer lets the packet go. Unpaced "
+        "(`--studio-pacing 0`), a keyframe's ~42 packets arrive back to back and queue "
+        "behind each other's fan-out. The probe costs about 1 us per studio packet, not "
+        "per viewer packet.",
         "- *memory/viewer*: (server RSS now - RSS with the studios alone) / viewers.",
         "- Details: *us/packet user + system* splits the cost: on loopback the kernel part "
         "of `sendto` also delivers the datagram to the viewer's socket. *waited for a CPU*: "
@@ -512,7 +523,8 @@ def load(path: Path) -> tuple[str, Machine, Options, RunInfo, list[ScenarioResul
     return (
         data["command"],
         Machine(**data["machine"]),
-        Options(**data["options"]),
+        # Runs recorded before studios paced their packets sent them unpaced.
+        Options(**{"pacing_factor": 0.0, **data["options"]}),
         info,
         results,
     )

@@ -38,7 +38,7 @@ async def test_pages_are_served_with_a_strict_policy(
     found = re.search(r"<title>([^<]*)</title>", text)
     assert found is not None and title in found.group(1), found
     policy = headers["Content-Security-Policy"]
-    assert "script-src 'self'" in policy and "connect-src 'self'" in policy
+    assert "script-src 'self';" in policy and "connect-src 'self';" in policy
     assert headers["X-Content-Type-Options"] == "nosniff"
     camera = "camera=(self)" if path.startswith("/studio/") else "camera=()"
     assert camera in headers["Permissions-Policy"]

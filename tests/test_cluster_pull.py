@@ -208,6 +208,21 @@ async def test_a_pull_needs_the_cluster_token(
         assert CLUSTER_TOKEN  # the right one is tried by every other test here
 
 
+async def test_cluster_pages_may_follow_a_redirect_to_another_node(
+    redis_server: RedisServer, http: aiohttp.ClientSession
+) -> None:
+    """A WHEP offer may be sent on to an edge at another origin (scheme, host or port):
+    a cluster node's pages may connect there, a single node's only to itself."""
+    async with (
+        node(redis_server, "edge", "edge1") as edge,
+        http.get(f"{root(edge)}/watch/berlin") as response,
+    ):
+        assert response.status == 200
+        policy = response.headers["Content-Security-Policy"]
+    assert "connect-src 'self' http: https:;" in policy, policy
+    assert "script-src 'self';" in policy, policy  # the rest stays as strict
+
+
 async def test_an_edge_sends_studios_to_the_origin(
     redis_server: RedisServer, http: aiohttp.ClientSession
 ) -> None:
