@@ -4,9 +4,10 @@ session they were aimed at goes on.
 RFC 8445 requires PRIORITY in every connectivity check; aioice reads it unconditionally, so
 such a check would raise inside its UDP callback and close the socket. The test sends one,
 properly authenticated (USERNAME, MESSAGE-INTEGRITY with the server's ICE password, and
-FINGERPRINT), to the server's candidate from a real session's answer, expects an error
-response with code 400 to that very transaction, and then checks that the session still
-carries media. A well-formed check from the same socket is answered with a success, so
+FINGERPRINT), to the server's candidate from a real session's answer (for a viewer, from
+the viewer's own socket: the server's socket for it takes no other address), expects an
+error response with code 400 to that very transaction, and then checks that the session
+still carries media. A well-formed check from the same socket is answered with a success, so
 the 400 is for the missing PRIORITY alone.
 """
 
@@ -16,11 +17,13 @@ import asyncio
 import ipaddress
 import random
 from contextlib import AsyncExitStack
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from aioice import stun
+from aiortc import RTCPeerConnection
 
 from tests import sdp_samples
 from tests.conftest import TOKENS, url
@@ -69,6 +72,25 @@ def host_candidate(answer: str) -> tuple[str, int]:
     raise AssertionError("the answer has no IPv4 UDP candidate")
 
 
+def borrow_ice_socket(
+    pc: RTCPeerConnection, client: StunClient
+) -> tuple[asyncio.DatagramTransport, tuple[str, int]]:
+    """A connected peer's own ICE socket, whose datagrams `client` sees too, and the
+    server's address it is paired with."""
+    ice = pc.getTransceivers()[0].sender.transport.transport
+    pair = ice._connection._nominated[1]
+    protocol = pair.protocol
+    receive = protocol.datagram_received
+
+    def seen_by_both(data: bytes | str, addr: tuple[Any, ...]) -> None:
+        if isinstance(data, bytes):
+            client.datagram_received(data, addr)
+        receive(data, addr)
+
+    protocol.datagram_received = seen_by_both  # type: ignore[method-assign]
+    return pair.protocol.transport, pair.remote_addr
+
+
 def binding_request(
     server_ufrag: str, client_ufrag: str, server_pwd: str, *, priority: bool
 ) -> stun.Message:
@@ -99,13 +121,17 @@ async def test_a_check_without_priority_gets_400_and_the_session_goes_on(
         assert target is not None
         server_ufrag, server_pwd = sdp_samples.ice_credentials(target.answer)
         client_ufrag, _ = sdp_samples.ice_credentials(peer.localDescription.sdp)
-        candidate = host_candidate(target.answer)
-
         client = StunClient()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: client, local_addr=("0.0.0.0", 0)
-        )
-        stack.callback(transport.close)
+        if protocol == "whip":
+            candidate = host_candidate(target.answer)
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: client, local_addr=("0.0.0.0", 0)
+            )
+            stack.callback(transport.close)
+        else:
+            # The server's socket for a connected viewer takes datagrams from the viewer's
+            # address alone (relay/rtc_internals.py MediaPath): send from the viewer's own.
+            transport, candidate = borrow_ice_socket(viewer.pc, client)
 
         refused = await client.ask(
             transport,
