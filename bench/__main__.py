@@ -159,7 +159,7 @@ def main(argv: list[str]) -> int:
     if args.save:
         data = report.record(command, machine, options, info, results)
         path = report.save(data, table, results)
-        print(f"wrote {path} and {path.parent / 'latest.md'}", file=sys.stderr)
+        print(f"wrote {path} and its Markdown report beside it", file=sys.stderr)
     return 0
 
 

@@ -537,7 +537,9 @@ def save(
     stamp = str(data["machine"]["date"]).replace(":", "").replace("-", "").replace("+0000", "Z")
     path = directory / f"fanout-{stamp}.json"
     path.write_text(json.dumps(data, indent=2) + "\n")
-    (directory / "latest.md").write_text(table)
+    # Paced studios (browsers) and unpaced ones (FFmpeg, GStreamer) each keep their latest.
+    paced = data["options"].get("pacing_factor", 0.0) > 0
+    (directory / ("latest.md" if paced else "latest-unpaced.md")).write_text(table)
     for result in results:
         if result.profile:
             name = f"profile-{stamp}-{result.scenario.relay}-{result.scenario.studios}studios.txt"
