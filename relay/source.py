@@ -79,9 +79,7 @@ class Source:
             self.tracks[kind].codec = None
         # A new encoder: what was asked of the previous one neither binds nor helps.
         self._last_keyframe_request = -1e9
-        if self._pending_keyframe is not None:
-            self._pending_keyframe.cancel()
-            self._pending_keyframe = None
+        self._cancel_pending_keyframe()
         self.request_keyframe()
 
     def detach(self, publisher: Publisher) -> bool:
@@ -134,6 +132,11 @@ class Source:
             and since_request < _KEYFRAME_ANSWER_SECONDS
         )
 
+    def _cancel_pending_keyframe(self) -> None:
+        if self._pending_keyframe is not None:
+            self._pending_keyframe.cancel()
+            self._pending_keyframe = None
+
     def _send_keyframe_request(self) -> None:
         self._pending_keyframe = None
         if self.publisher is None or "video" not in self.codecs():
@@ -158,9 +161,7 @@ class Source:
         self.downstream.discard(node)
 
     def close(self) -> None:
-        if self._pending_keyframe is not None:
-            self._pending_keyframe.cancel()
-            self._pending_keyframe = None
+        self._cancel_pending_keyframe()
 
 
 SourceLookup = Callable[[str], Source | None]
