@@ -21,6 +21,7 @@ from server.app import create_app, drain
 from server.demo import start_demo_studio
 from server.live_settings import SettingsLoader
 from server.logs import configure_logging
+from server.memory import freeze_startup_objects
 from server.reload import reload_settings
 from server.state import REGISTRY
 
@@ -141,6 +142,7 @@ async def serve(settings: Settings, reload: SettingsLoader | None = None) -> Non
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    freeze_startup_objects()
     demo = start_demo_studio(settings) if settings.demo.enabled else None
     await stop.wait()
     log.info("shutting down: no new sessions, ending every session")

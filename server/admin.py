@@ -4,6 +4,7 @@
     DELETE /admin/sessions/{session}  end a session now ("kicked"; its peer sees the closure)
     POST   /admin/reload              read the configuration again (as SIGHUP does)
     POST   /admin/viewer-tokens       mint a viewer token: {"studio": "berlin", "ttl": 3600}
+    GET    /admin/memory              resident size, memory in use and kept by the allocators
 
 Without an admin token configured, every /admin path answers 404 as if it did not exist.
 Listings never carry addresses or tokens.
@@ -19,7 +20,7 @@ from aiohttp import web
 from config.loader import ConfigError
 from config.settings import Settings
 from relay.viewer import ViewerSession
-from server import viewer_tokens
+from server import memory, viewer_tokens
 from server.api import json_response
 from server.problems import Problem
 from server.reload import NothingToReload, reload_settings
@@ -131,8 +132,14 @@ async def mint_viewer_token(request: web.Request) -> web.Response:
     return json_response({"token": token, "studio": studio.id, "expires_at": int(now + ttl)})
 
 
+async def memory_report(request: web.Request) -> web.Response:
+    require_admin(request)
+    return json_response(memory.report().as_dict())
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/admin/sessions", list_sessions)
     app.router.add_delete("/admin/sessions/{session}", kick)
     app.router.add_post("/admin/reload", reload)
     app.router.add_post("/admin/viewer-tokens", mint_viewer_token)
+    app.router.add_get("/admin/memory", memory_report)

@@ -60,6 +60,7 @@ class SessionRegistry:
     def __init__(self) -> None:
         self._by_id: dict[str, SessionResource] = {}
         self._counts: Counter[tuple[Protocol_, str]] = Counter()  # (protocol, studio) -> sessions
+        self.removed_total = 0  # sessions ever forgotten: how the memory reclaimer sees crowds go
 
     def add(self, resource: SessionResource) -> None:
         self._by_id[resource.id] = resource
@@ -81,6 +82,7 @@ class SessionRegistry:
         if resource is None:
             return False
         self._counts[resource.protocol, resource.studio_id] -= 1
+        self.removed_total += 1
         return True
 
     def count(self, protocol: Protocol_, studio_id: str | None = None) -> int:

@@ -236,6 +236,7 @@ async def test_the_admin_api_is_off_without_its_token(
         ("POST", "/admin/reload"),
         ("DELETE", "/admin/sessions/abc"),
         ("POST", "/admin/viewer-tokens"),
+        ("GET", "/admin/memory"),
     ]:
         async with http.request(method, url(server, path), headers=ADMIN) as response:
             assert response.status == 404, path
