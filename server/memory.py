@@ -26,12 +26,12 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import gc
 import logging
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -95,7 +95,7 @@ def release_free_heap() -> int:
     return max(0, before - resident_bytes())
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class MemoryReport:
     resident_bytes: int
     python_blocks: int  # CPython's allocated memory blocks (objects and their buffers)
@@ -103,12 +103,7 @@ class MemoryReport:
     heap_free_bytes: int | None  # glibc: freed, kept inside the heap for reuse
 
     def as_dict(self) -> dict[str, int | None]:
-        return {
-            "resident_bytes": self.resident_bytes,
-            "python_blocks": self.python_blocks,
-            "heap_in_use_bytes": self.heap_in_use_bytes,
-            "heap_free_bytes": self.heap_free_bytes,
-        }
+        return dataclasses.asdict(self)
 
 
 def report() -> MemoryReport:
