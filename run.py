@@ -21,9 +21,9 @@ from server.app import create_app, drain
 from server.demo import start_demo_studio
 from server.live_settings import SettingsLoader
 from server.logs import configure_logging
-from server.memory import freeze_startup_objects
+from server.memory import freeze_startup_objects, reclaim_forever
 from server.reload import reload_settings
-from server.state import REGISTRY
+from server.state import REGISTRY, SESSIONS
 
 log = logging.getLogger("meridian")
 
@@ -143,9 +143,12 @@ async def serve(settings: Settings, reload: SettingsLoader | None = None) -> Non
 
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
     freeze_startup_objects()
+    sessions = app[SESSIONS]
+    reclaimer = asyncio.ensure_future(reclaim_forever(lambda: sessions.removed_total))
     demo = start_demo_studio(settings) if settings.demo.enabled else None
     await stop.wait()
     log.info("shutting down: no new sessions, ending every session")
+    reclaimer.cancel()
     if demo is not None:
         demo.cancel()
     await drain(app)

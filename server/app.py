@@ -14,7 +14,7 @@ from metrics.geo import GeoResolver
 from metrics.relay_metrics import RelayMetrics
 from relay import rtc_internals
 from relay.source import Source
-from server import admin, api, audience, memory, pages, whep, whip
+from server import admin, api, audience, pages, whep, whip
 from server.admission import Admission
 from server.cors import cors_middleware
 from server.live_settings import LiveSettings, SettingsLoader
@@ -92,7 +92,6 @@ def create_app(
     app[METRICS] = RelayMetrics(registry, lambda: app[SOURCES], settings.geo.unknown_label)
     app[GEO] = geo
     app.cleanup_ctx.append(end_sessions_on_shutdown)
-    app.cleanup_ctx.append(memory.reclaim_while_running)
     app.on_cleanup.append(close_geo_database)
     whip.add_routes(app)
     whep.add_routes(app)

@@ -4,7 +4,8 @@ A peer connection is a web of objects that refer to each other, so when a crowd 
 sessions ends (a burst of viewers that never connected, the close of an event) most of
 its memory waits for CPython's cyclic garbage collector, and what is freed goes back to
 the allocators, not to the system: glibc keeps freed pages inside its heap for reuse.
-Every `RECLAIM_INTERVAL_SECONDS` the server therefore
+Every `RECLAIM_INTERVAL_SECONDS` the server process (run.py: the heap and the collector are
+the process's, whatever applications it serves) therefore
 - collects the garbage itself if `CROWD_SESSIONS` or more sessions ended since the last
   look (one pause of tens of milliseconds, once, right after the crowd), and
 - asks glibc to release its free pages (malloc_trim): a few milliseconds after a crowd,
@@ -25,7 +26,6 @@ memory in use returns to where it was. `report()` gives both, for the admin API.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
@@ -34,11 +34,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-
-from aiohttp import web
-
-from server.state import SESSIONS
+from collections.abc import Callable
 
 log = logging.getLogger("meridian.memory")
 
@@ -142,13 +138,3 @@ async def reclaim_forever(
                 released / 2**20,
                 (time.perf_counter() - started) * 1000,
             )
-
-
-async def reclaim_while_running(app: web.Application) -> AsyncIterator[None]:
-    """The application's cleanup context: reclaim from start-up to shutdown."""
-    sessions = app[SESSIONS]
-    task = asyncio.ensure_future(reclaim_forever(lambda: sessions.removed_total))
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
