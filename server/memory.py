@@ -6,8 +6,8 @@ its memory waits for CPython's cyclic garbage collector, and what is freed goes 
 the allocators, not to the system: glibc keeps freed pages inside its heap for reuse.
 Every `RECLAIM_INTERVAL_SECONDS` the server process (run.py: the heap and the collector are
 the process's, whatever applications it serves) therefore
-- collects the garbage itself if `CROWD_SESSIONS` or more sessions ended since the last
-  look (one pause of tens of milliseconds, once, right after the crowd), and
+- collects the garbage itself once `CROWD_SESSIONS` or more sessions have ended since its
+  last collection (a pause of tens of milliseconds, right after the crowd; `CrowdWatch`),
 - asks glibc to release its free pages (malloc_trim): a few milliseconds after a crowd,
   well under one when there is nothing to release. It runs on the event loop, not in a
   worker thread, because it holds glibc's heap lock meanwhile and the loop, which
@@ -119,17 +119,35 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+class CrowdWatch:
+    """Says, at each look, whether enough sessions went for their garbage to be collected.
+
+    A crowd is `CROWD_SESSIONS` sessions gone since the last collection. Its departure can
+    straddle a look, so after a collection for a crowd the next look collects again if more
+    went meanwhile: the crowd's tail is not left waiting for the next crowd.
+    """
+
+    def __init__(self, removed: int) -> None:
+        self._collected_at = removed  # sessions gone by the last collection
+        self._after_crowd = False
+
+    def collect_now(self, removed: int) -> bool:
+        gone = removed - self._collected_at
+        self._after_crowd = gone >= CROWD_SESSIONS or (self._after_crowd and gone > 0)
+        if self._after_crowd:
+            self._collected_at = removed
+        return self._after_crowd
+
+
 async def reclaim_forever(
     removed_sessions: Callable[[], int], interval: float = RECLAIM_INTERVAL_SECONDS
 ) -> None:
     """Collect after a crowd and release free heap pages, every `interval` seconds."""
-    seen = removed_sessions()
+    crowd = CrowdWatch(removed_sessions())
     while True:
         await asyncio.sleep(interval)
-        removed = removed_sessions()
-        if removed - seen >= CROWD_SESSIONS:
+        if crowd.collect_now(removed_sessions()):
             gc.collect()
-        seen = removed
         started = time.perf_counter()
         released = release_free_heap()
         if released >= LOG_RELEASED_BYTES:

@@ -168,7 +168,7 @@ class Crowd:
             await asyncio.sleep(0.1)
         settled = time.monotonic()
         frame_rate, longest_gap = self.frames_between(started, settled)
-        await asyncio.sleep(RECLAIM_INTERVAL_SECONDS + 1.0)
+        await asyncio.sleep(RECLAIM_INTERVAL_SECONDS + 2.0)  # at least one look since
         return Burst(
             statuses=collections.Counter(status for status, _ in answers),
             seconds=answered - started,

@@ -55,23 +55,37 @@ def test_freed_heap_pages_go_back_to_the_system() -> None:
     assert len(kept) == 512
 
 
-async def test_the_garbage_of_a_crowd_is_collected_once_it_has_gone(
+def test_a_crowd_and_its_tail_are_collected_a_few_leaving_are_not() -> None:
+    crowd = memory.CrowdWatch(removed=10)
+    # Sessions gone by each look (cumulative), and whether that look collects.
+    looks = [
+        (10, False),  # nobody left
+        (10 + memory.CROWD_SESSIONS - 1, False),  # fewer than a crowd: no pause for them
+        (10 + memory.CROWD_SESSIONS, True),  # now a crowd has gone
+        (10 + memory.CROWD_SESSIONS + 3, True),  # its tail, after the look
+        (10 + memory.CROWD_SESSIONS + 4, True),  # and the last of it
+        (10 + memory.CROWD_SESSIONS + 4, False),  # departures stopped
+        (10 + memory.CROWD_SESSIONS + 6, False),  # a few leaving now are no crowd
+        (10 + 2 * memory.CROWD_SESSIONS + 4, True),  # but they add up to one
+    ]
+    assert [crowd.collect_now(removed) for removed, _ in looks] == [c for _, c in looks]
+
+
+async def test_the_reclaimer_collects_the_garbage_a_crowd_left(
     no_automatic_collection: None,
 ) -> None:
     removed = 0
     reclaimer = asyncio.ensure_future(memory.reclaim_forever(lambda: removed, interval=0.05))
     await asyncio.sleep(0.01)  # it has counted the sessions gone so far: none
     try:
-        few = Cycle()
-        few_gone = weakref.ref(few)
-        del few
-        removed = memory.CROWD_SESSIONS - 1  # fewer than a crowd: no collection (no pause)
-        await asyncio.sleep(0.3)
-        assert few_gone() is not None
-
-        removed += memory.CROWD_SESSIONS  # a crowd has gone
-        await asyncio.sleep(0.3)
-        assert few_gone() is None
+        cycle = Cycle()
+        left = weakref.ref(cycle)
+        del cycle
+        await asyncio.sleep(0.2)
+        assert left() is not None  # nobody left: no collection
+        removed = memory.CROWD_SESSIONS
+        await asyncio.sleep(0.2)
+        assert left() is None
     finally:
         reclaimer.cancel()
 
