@@ -164,13 +164,7 @@ class ReplayVideoTrack(MediaStreamTrack):
         chunk = self._chunks[self._position]
         self._position = (self._position + 1) % len(self._chunks)
         self._frames += 1
-        packet = Packet(chunk.data)
-        packet.pts = pts
-        packet.dts = pts
-        packet.time_base = self._time_base
-        packet.duration = chunk.duration
-        packet.is_keyframe = chunk.keyframe
-        return packet
+        return chunk.packet(pts, self._time_base)
 
 
 @dataclass

@@ -123,6 +123,16 @@ class EncodedChunk:
     duration: int
     keyframe: bool
 
+    def packet(self, pts: int, time_base: Fraction) -> Packet[Stream]:
+        """This chunk as a new packet at `pts`, ready for an aiortc sender's encoder."""
+        packet = Packet(self.data)
+        packet.pts = pts
+        packet.dts = pts
+        packet.time_base = time_base
+        packet.duration = self.duration
+        packet.is_keyframe = self.keyframe
+        return packet
+
 
 @dataclass(frozen=True, slots=True)
 class EncodedLoop:
@@ -644,13 +654,7 @@ class _LoopTrack(MediaStreamTrack):
                 self._start -= wait
 
         self._index += 1
-        packet = Packet(chunk.data)
-        packet.pts = pts
-        packet.dts = pts
-        packet.time_base = self._time_base
-        packet.duration = chunk.duration
-        packet.is_keyframe = chunk.keyframe
-        return packet
+        return chunk.packet(pts, self._time_base)
 
 
 class LoopVideoTrack(_LoopTrack):

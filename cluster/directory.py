@@ -44,6 +44,15 @@ return 0
 UNAVAILABLE = (redis.RedisError, OSError)
 
 
+def role_serves_viewers(role: str) -> bool:
+    """Viewers may be sent to a node of this role (edges; nodes that are both)."""
+    return role in ("edge", "both")
+
+
+def role_takes_studios(role: str) -> bool:
+    return role in ("origin", "both")
+
+
 def node_key(node_id: str) -> str:
     return f"{PREFIX}node:{node_id}"
 
@@ -71,12 +80,11 @@ class NodeInfo:
 
     @property
     def serves_viewers(self) -> bool:
-        """Viewers may be sent here (edges; nodes that are both)."""
-        return self.role in ("edge", "both")
+        return role_serves_viewers(self.role)
 
     @property
     def takes_studios(self) -> bool:
-        return self.role in ("origin", "both")
+        return role_takes_studios(self.role)
 
     @property
     def utilisation(self) -> float:

@@ -25,7 +25,15 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from cluster.directory import UNAVAILABLE, Directory, Feed, NodeInfo, Snapshot
+from cluster.directory import (
+    UNAVAILABLE,
+    Directory,
+    Feed,
+    NodeInfo,
+    Snapshot,
+    role_serves_viewers,
+    role_takes_studios,
+)
 from cluster.pulls import PullManager
 from config.settings import ClusterSettings, ServerSettings
 from ingest.edge_pull import EdgePull
@@ -98,11 +106,11 @@ class ClusterNode:
 
     @property
     def serves_viewers(self) -> bool:
-        return self.role in ("edge", "both")
+        return role_serves_viewers(self.role)
 
     @property
     def takes_studios(self) -> bool:
-        return self.role in ("origin", "both")
+        return role_takes_studios(self.role)
 
     @property
     def http(self) -> aiohttp.ClientSession:

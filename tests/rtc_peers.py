@@ -127,8 +127,12 @@ class Viewer:
 
 @asynccontextmanager
 async def watching(
-    http: aiohttp.ClientSession, endpoint: str, kinds: tuple[str, ...] = ("video", "audio")
+    http: aiohttp.ClientSession,
+    endpoint: str,
+    kinds: tuple[str, ...] = ("video", "audio"),
+    token: str | None = None,
 ) -> AsyncIterator[Viewer]:
+    """A viewer of `endpoint` (with a viewer token for a private studio), ended at exit."""
     pc = RTCPeerConnection(rtc_config())
     viewer = Viewer(pc)
 
@@ -139,7 +143,7 @@ async def watching(
     for kind in kinds:
         pc.addTransceiver(kind, direction="recvonly")
     try:
-        viewer.session = await negotiate(http, endpoint, pc)
+        viewer.session = await negotiate(http, endpoint, pc, token)
         yield viewer
     finally:
         if viewer.session is not None and pc.connectionState != "closed":

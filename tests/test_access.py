@@ -15,18 +15,16 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from aiortc import MediaStreamTrack, RTCPeerConnection
+from aiortc import RTCPeerConnection
 from prometheus_client import CollectorRegistry
 
-from clients.webrtc_client import RemoteSession, negotiate
+from clients.webrtc_client import RemoteSession
 from config.loader import ConfigError, load_settings
 from config.settings import (
     AdminSettings,
@@ -40,7 +38,7 @@ from server.viewer_tokens import LEEWAY_SECONDS, ViewerTokenError, verify
 from server.webrtc_http import same_token
 from tests.conftest import TOKENS, make_settings, serving, url
 from tests.metrics_probe import scrape
-from tests.rtc_peers import Viewer, publishing, rtc_config, watching
+from tests.rtc_peers import publishing, rtc_config, watching
 from tests.test_relay_e2e import wait_live
 
 SECRET = "viewer-token-secret-0123456789-abcdefghij"
@@ -112,25 +110,6 @@ def test_bad_tokens_are_refused_with_a_reason(token: str, reason: str) -> None:
         verify(SECRET, token, "berlin", now=NOW)
 
 
-@asynccontextmanager
-async def watching_with(
-    http: aiohttp.ClientSession, endpoint: str, token: str
-) -> AsyncIterator[Viewer]:
-    pc = RTCPeerConnection(rtc_config())
-    viewer = Viewer(pc)
-
-    @pc.on("track")
-    def on_track(track: MediaStreamTrack) -> None:
-        viewer.tracks[track.kind] = track
-
-    pc.addTransceiver("video", direction="recvonly")
-    try:
-        viewer.session = await negotiate(http, endpoint, pc, token)
-        yield viewer
-    finally:
-        await pc.close()
-
-
 async def post_offer(http: aiohttp.ClientSession, endpoint: str, token: str | None) -> Any:
     headers = dict(SDP)
     if token is not None:
@@ -174,7 +153,7 @@ async def test_a_private_studio_admits_only_viewers_with_its_token(
 
             # A valid token: the viewer watches; the open studio needs none.
             token = viewer_tokens.issue(SECRET, "berlin", 600)
-            async with watching_with(http, berlin, token) as viewer:
+            async with watching(http, berlin, ("video",), token) as viewer:
                 assert len(await viewer.frames(5)) == 5
             async with watching(http, url(server, "/whep/cairo")) as viewer:
                 assert len(await viewer.frames(5)) == 5
