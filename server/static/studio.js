@@ -88,7 +88,15 @@ function constraints() {
   return { video, audio };
 }
 
-async function openDevices() {
+let opening = Promise.resolve(true);
+
+/** Open the chosen devices, one opening at a time: each swaps from the stream before it. */
+function openDevices() {
+  opening = opening.catch(() => false).then(openDevicesNow);
+  return opening;
+}
+
+async function openDevicesNow() {
   const previous = stream;
   try {
     stream = await navigator.mediaDevices.getUserMedia(constraints());
@@ -102,9 +110,11 @@ async function openDevices() {
   }
   preview.srcObject = stream;
   $("preview-overlay").hidden = true;
-  if (client) {
-    for (const track of stream.getTracks()) await client.replaceTrack(track.kind, track);
-    client.options.stream = stream;
+  // The client this stream goes to: going live can fail (and drop it) while tracks swap.
+  const live = client;
+  if (live) {
+    for (const track of stream.getTracks()) await live.replaceTrack(track.kind, track);
+    live.options.stream = stream;
   }
   for (const track of previous?.getTracks() ?? []) track.stop();
   await listDevices();
